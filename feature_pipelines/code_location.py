@@ -1,0 +1,32 @@
+"""Assemble the Dagster code location from the catalog: assets, jobs and resources."""
+
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job
+
+from feature_pipelines.assets import feature_set_asset, partitions_def, source_spec
+from feature_pipelines.catalog import Catalog, load_catalog
+from feature_pipelines.resources import build_resources
+from feature_pipelines.settings import Settings
+from feature_pipelines.spec import FeatureSet
+
+
+def materialize_job_name(feature_set: FeatureSet) -> str:
+    return f"materialize_{feature_set.key}"
+
+
+def build_definitions(settings: Settings | None = None, catalog: Catalog | None = None) -> Definitions:
+    """Definitions for every feature set in `feature_defs/`, wired to the configured stores."""
+    settings = settings or Settings.from_env()
+    catalog = catalog if catalog is not None else load_catalog(settings.feature_defs_dir)
+    sources = {fs.source.name: fs.source for fs in catalog}
+    assets = [feature_set_asset(fs, catalog.file_of(fs), settings.offline_uri) for fs in catalog]
+    jobs = [
+        define_asset_job(materialize_job_name(fs), selection=[fs.key], partitions_def=partitions_def(fs))
+        for fs in catalog
+    ]
+    return Definitions(
+        assets=[*assets, *(source_spec(s, settings.source_root) for s in sources.values())],
+        jobs=jobs,
+        resources=build_resources(settings),
+    )

@@ -1,0 +1,42 @@
+"""Parse the short duration strings used in specs: `30m`, `6h`, `7d`, `2w`."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from feature_pipelines.errors import SpecError
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+
+
+def parse_duration(value: str | timedelta | int, *, field: str) -> timedelta:
+    """Return `value` as a timedelta; `field` names the spec field in errors."""
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise SpecError(f"{field}: duration {value} is negative; use a positive duration such as '7d'.")
+        return value
+    if isinstance(value, int) and value == 0:
+        return timedelta(0)
+    if isinstance(value, str):
+        if value.strip() == "0":
+            return timedelta(0)
+        match = _PATTERN.match(value)
+        if match:
+            return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    raise SpecError(
+        f"{field}: cannot read duration {value!r}; write a number and a unit, "
+        "for example '30m', '6h', '7d' or '2w' (or '0')."
+    )
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta in the largest exact unit, the inverse of `parse_duration`."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,39 @@
+"""One exception family for every error a user can cause.
+
+Each message says what was wrong, where, and how to fix it, so the CLI can print it
+without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FeatureStoreError(Exception):
+    """Base class of every error a user can cause."""
+
+
+class SpecError(FeatureStoreError):
+    """A feature set definition in `feature_defs/` is invalid."""
+
+
+class CatalogError(FeatureStoreError):
+    """The set of feature definitions is inconsistent (duplicates, unknown names)."""
+
+
+class SourceError(FeatureStoreError):
+    """A source table is missing or does not match its declared schema."""
+
+
+class TransformOutputError(FeatureStoreError):
+    """A transform produced rows that break the contract (nulls, duplicates, out-of-window)."""
+
+
+class WindowError(FeatureStoreError):
+    """A window key or range is invalid for a feature set."""
+
+
+class OfflineStoreError(FeatureStoreError):
+    """The offline (Delta) store could not be read or written."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """The online (Redis) store could not be reached or written."""

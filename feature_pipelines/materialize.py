@@ -1,0 +1,191 @@
+"""Materialize windows of a feature set: source → Spark → validated rows → Delta → Redis.
+
+The computed rows are first written by the executors to a private staging folder, so the
+transform runs once, validation and statistics read the staged files, and the driver
+streams them into one Delta commit batch by batch (bounded memory, no `toPandas()`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as pads
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from feature_pipelines.errors import FeatureStoreError, TransformOutputError
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import PublishResult, RedisOnlineStore
+from feature_pipelines.source_reader import read_source
+from feature_pipelines.spec import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
+from feature_pipelines.transforms import compute_features
+from feature_pipelines.validation import conform_output, validate_output
+from feature_pipelines.windows import contiguous_ranges, source_range, window_for_key
+
+# Spark settings the engine relies on, whatever the session was built with.
+SESSION_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+_SPARK_KEY_FORMAT = {"daily": "yyyy-MM-dd", "hourly": "yyyy-MM-dd-HH:mm"}
+_PREVIEW_ROWS = 5
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    count: int
+    nulls: int
+    minimum: Any
+    maximum: Any
+
+
+@dataclass
+class MaterializationResult:
+    feature_set: FeatureSet
+    window_keys: list[str]
+    rows: int
+    rows_per_window: dict[str, int]
+    table_version: int | None
+    table_uri: str | None
+    online: PublishResult | None
+    stats: dict[str, FeatureStats]
+    preview: pd.DataFrame
+    duration_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where a run reads and writes; built from Dagster resources or directly in tests."""
+
+    source_root: str
+    offline: DeltaOfflineStore
+    online: RedisOnlineStore | None
+    staging_dir: Path
+    source_storage_options: dict[str, str] = field(default_factory=dict)
+
+
+def materialize_windows(
+    spark: SparkSession,
+    feature_set: FeatureSet,
+    window_keys: list[str],
+    stores: Stores,
+    run_id: str | None = None,
+) -> MaterializationResult:
+    """Compute `window_keys` and replace them in the offline store, then publish online."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    for key, value in SESSION_SETTINGS.items():
+        spark.conf.set(key, value)
+    ranges = contiguous_ranges([window_for_key(feature_set, k) for k in window_keys])
+    keys = [k for r in ranges for k in r.keys]
+    frames = []
+    for window_range in ranges:
+        low, high = source_range(feature_set, window_range)
+        source = read_source(spark, feature_set.source, stores.source_root, low, high, stores.source_storage_options or None)
+        frames.append(conform_output(feature_set, compute_features(spark, feature_set, source, window_range)))
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    created = datetime.now(timezone.utc)
+    rows = rows.withColumn(
+        WINDOW_KEY_COLUMN, F.date_format(F.col(feature_set.timestamp), _SPARK_KEY_FORMAT[feature_set.partitions.cadence])
+    ).withColumn(CREATED_COLUMN, F.lit(created))
+
+    stage = stores.staging_dir / f"{feature_set.key}-{run_id or uuid.uuid4().hex}"
+    try:
+        _stage(feature_set, rows, stage / "rows")
+        timings["compute_s"] = time.perf_counter() - started
+        staged = spark.read.parquet(str(stage / "rows"))
+        validate_output(feature_set, staged, ranges)
+        stats, per_window = _statistics(feature_set, staged)
+        preview = staged.orderBy(*feature_set.entity_names, feature_set.timestamp).limit(_PREVIEW_ROWS).toPandas()
+        timings["validate_s"] = time.perf_counter() - started - timings["compute_s"]
+
+        version = uri = None
+        if feature_set.materialization.offline:
+            mark = time.perf_counter()
+            version = stores.offline.replace_windows(
+                feature_set,
+                _batches(stage / "rows"),
+                keys,
+                commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
+            )
+            uri = stores.offline.table_uri(feature_set)
+            timings["offline_write_s"] = time.perf_counter() - mark
+
+        published = None
+        if feature_set.materialization.online and stores.online is not None:
+            mark = time.perf_counter()
+            _latest_per_entity(feature_set, staged).write.parquet(str(stage / "latest"))
+            published = stores.online.publish(feature_set, _batches(stage / "latest"))
+            timings["online_publish_s"] = time.perf_counter() - mark
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    return MaterializationResult(
+        feature_set=feature_set,
+        window_keys=keys,
+        rows=sum(per_window.values()),
+        rows_per_window={k: per_window.get(k, 0) for k in keys},
+        table_version=version,
+        table_uri=uri,
+        online=published,
+        stats=stats,
+        preview=preview,
+        duration_s=time.perf_counter() - started,
+        timings=timings,
+    )
+
+
+def _stage(feature_set: FeatureSet, rows: DataFrame, path: Path) -> None:
+    """Run the transform once, writing its rows from the executors; user errors are named."""
+    try:
+        rows.write.mode("overwrite").parquet(str(path))
+    except FeatureStoreError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TransformOutputError(
+            f"feature set {feature_set.key}: computing the windows failed: {message}. "
+            "Nothing was written; fix the transform or the source and re-run."
+        ) from exc
+
+
+def _batches(path: Path):
+    return pads.dataset(str(path), format="parquet").to_batches(batch_size=64_000)
+
+
+def _statistics(feature_set: FeatureSet, staged: DataFrame) -> tuple[dict[str, FeatureStats], dict[str, int]]:
+    """Per-feature count, nulls, min and max in one pass, plus rows per window."""
+    aggregations = [F.count(F.lit(1)).alias("__rows")]
+    for name in feature_set.feature_names:
+        aggregations += [
+            F.sum(F.col(name).isNull().cast("long")).alias(f"{name}__nulls"),
+            F.min(name).alias(f"{name}__min"),
+            F.max(name).alias(f"{name}__max"),
+        ]
+    totals = staged.agg(*aggregations).collect()[0].asDict()
+    rows = int(totals["__rows"])
+    stats = {
+        name: FeatureStats(rows, int(totals[f"{name}__nulls"] or 0), totals[f"{name}__min"], totals[f"{name}__max"])
+        for name in feature_set.feature_names
+    }
+    per_window = {r[WINDOW_KEY_COLUMN]: int(r["count"]) for r in staged.groupBy(WINDOW_KEY_COLUMN).count().collect()}
+    return stats, per_window
+
+
+def _latest_per_entity(feature_set: FeatureSet, staged: DataFrame) -> DataFrame:
+    order = Window.partitionBy(*feature_set.entity_names).orderBy(F.col(feature_set.timestamp).desc())
+    return (
+        staged.withColumn("__rank", F.row_number().over(order))
+        .where(F.col("__rank") == 1)
+        .select(*feature_set.entity_names, feature_set.timestamp, *feature_set.feature_names)
+    )

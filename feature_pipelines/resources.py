@@ -1,0 +1,94 @@
+"""Dagster resources: the Spark session, the source root, and the offline and online stores.
+
+Each is configured from `Settings` (the environment) with local defaults, so moving to a
+cluster is configuration only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_pyspark import PySparkResource
+from pydantic import PrivateAttr
+
+from feature_pipelines.local_redis import LocalRedisServer
+from feature_pipelines.materialize import SESSION_SETTINGS
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.settings import Settings
+
+
+class SourcesResource(ConfigurableResource):
+    """Where source tables live: relative `Source.path`s resolve against `root`."""
+
+    root: str
+    storage_options: dict[str, str] = {}
+
+
+class OfflineStoreResource(ConfigurableResource):
+    """The Delta offline store, plus the folder where runs stage computed rows."""
+
+    uri: str
+    staging_dir: str
+    storage_options: dict[str, str] = {}
+
+    def store(self) -> DeltaOfflineStore:
+        return DeltaOfflineStore(self.uri, dict(self.storage_options))
+
+
+class OnlineStoreResource(ConfigurableResource):
+    """The Redis online store. Without `redis_url`, a local `redis-server` is started in `local_dir`."""
+
+    redis_url: str | None = None
+    local_dir: str = ""
+
+    _server: LocalRedisServer | None = PrivateAttr(default=None)
+    _store: RedisOnlineStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        url = self.redis_url
+        if not url:
+            self._server = LocalRedisServer(Path(self.local_dir)).start()
+            url = self._server.url
+        # No ping here: an unreachable Redis must fail the publish step, not the offline write.
+        self._store = RedisOnlineStore(redis.Redis.from_url(url, socket_timeout=30), url)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.client.close()
+        if self._server is not None:
+            self._server.stop()
+
+    def store(self) -> RedisOnlineStore:
+        if self._store is None:
+            raise RuntimeError("OnlineStoreResource used outside of a run")
+        return self._store
+
+
+def spark_config(settings: Settings) -> dict[str, Any]:
+    """Spark settings: the master URL and engine defaults; FEATURESTORE_SPARK_CONF (JSON) adds more."""
+    config: dict[str, Any] = {
+        "spark.master": settings.spark_master,
+        "spark.app.name": "feature-store",
+        "spark.sql.shuffle.partitions": os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
+        **SESSION_SETTINGS,
+    }
+    config.update(json.loads(os.environ.get("FEATURESTORE_SPARK_CONF", "{}")))
+    return config
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    """The resources every feature store asset and job uses."""
+    return {
+        "pyspark": PySparkResource(spark_config=spark_config(settings)),
+        "sources": SourcesResource(root=settings.source_root),
+        "offline_store": OfflineStoreResource(uri=settings.offline_uri, staging_dir=str(settings.staging_dir)),
+        "online_store": OnlineStoreResource(redis_url=settings.redis_url, local_dir=str(settings.data_dir / "redis")),
+    }

@@ -1,0 +1,51 @@
+"""Run feature set materializations as Dagster runs recorded in the instance (for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dagster import DagsterInstance, Definitions
+
+from feature_pipelines.code_location import materialize_job_name
+from feature_pipelines.errors import FeatureStoreError
+from feature_pipelines.spec import FeatureSet
+from feature_pipelines.windows import windows_between
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    windows: int
+    metadata: dict
+
+
+def materialize_range(
+    defs: Definitions, instance: DagsterInstance, feature_set: FeatureSet, first: str, last: str
+) -> RunOutcome:
+    """Materialize windows `first..last` of `feature_set` in one run (one Spark job, one commit)."""
+    windows = windows_between(feature_set, first, last)
+    job = defs.resolve_job_def(materialize_job_name(feature_set))
+    tags = {RANGE_START_TAG: windows[0].key, RANGE_END_TAG: windows[-1].key}
+    try:
+        result = job.execute_in_process(instance=instance, tags=tags)
+    except Exception as exc:
+        cause = _feature_store_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise
+    events = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
+    return RunOutcome(run_id=result.run_id, windows=len(windows), metadata=metadata)
+
+
+def _feature_store_cause(exc: BaseException) -> FeatureStoreError | None:
+    """Dagster wraps errors raised in an asset; find ours so the CLI can print its message."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, FeatureStoreError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -1,0 +1,115 @@
+"""A deterministic example domain: accounts, merchants and card transactions, as Delta sources.
+
+The same seed and sizes always give the same tables. `transactions` sets the scale; the
+default is small enough for tests, and millions of rows work for benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import write_deltalake
+
+from feature_pipelines.settings import resolve_path
+
+SAMPLE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+_SEGMENTS = np.array(["student", "retail", "affluent", "business"])
+_COUNTRIES = np.array(["DE", "FR", "NL", "ES", "IT", "PL"])
+_CHANNELS = np.array(["card_present", "online", "contactless"])
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    transactions: int = 20_000
+    accounts: int = 500
+    merchants: int = 60
+    days: int = 60
+    seed: int = 7
+
+    @classmethod
+    def for_scale(cls, transactions: int, days: int = 60, seed: int = 7) -> "SampleSize":
+        """Entities grow with the number of transactions, as they would in a real bank."""
+        return cls(
+            transactions=transactions,
+            accounts=max(100, transactions // 40),
+            merchants=max(20, transactions // 400),
+            days=days,
+            seed=seed,
+        )
+
+
+def generate_sample_data(source_root: str, size: SampleSize = SampleSize()) -> dict[str, int]:
+    """Write the `transactions` and `accounts` source tables under `source_root`; return row counts."""
+    rng = np.random.default_rng(size.seed)
+    transactions = _transactions(rng, size)
+    accounts = _account_profiles(rng, size)
+    write_deltalake(resolve_path(source_root, "transactions"), transactions, mode="overwrite",
+                    partition_by=["event_date"], schema_mode="overwrite")
+    write_deltalake(resolve_path(source_root, "accounts"), accounts, mode="overwrite", schema_mode="overwrite")
+    return {"transactions": transactions.num_rows, "accounts": accounts.num_rows}
+
+
+def _micros(start: datetime) -> int:
+    return int(start.timestamp()) * 1_000_000
+
+
+def _transactions(rng: np.random.Generator, size: SampleSize) -> pa.Table:
+    n = size.transactions
+    span = size.days * 86_400_000_000
+    # Busy accounts and merchants exist: draw both from a skewed (Zipf-like) distribution.
+    account_weights = 1.0 / np.arange(1, size.accounts + 1) ** 0.8
+    merchant_weights = 1.0 / np.arange(1, size.merchants + 1) ** 1.1
+    accounts = rng.choice(size.accounts, n, p=account_weights / account_weights.sum())
+    merchants = rng.choice(size.merchants, n, p=merchant_weights / merchant_weights.sum())
+    # Whole seconds, so that exact ties and window-boundary events do happen.
+    offsets = rng.integers(0, span // 1_000_000, n) * 1_000_000
+    micros = np.sort(_micros(SAMPLE_START) + offsets)
+    amounts = np.round(rng.lognormal(mean=3.2, sigma=1.0, size=n), 2)
+    event_time = pa.array(micros, pa.timestamp("us", tz="UTC"))
+    event_date = pc.strftime(event_time, format="%Y-%m-%d")
+    return pa.table(
+        {
+            "transaction_id": pa.array([f"t{i:09d}" for i in range(n)]),
+            "account_id": pa.array(np.char.add("a", np.char.zfill(accounts.astype(str), 6))),
+            "merchant_id": pa.array(np.char.add("m", np.char.zfill(merchants.astype(str), 5))),
+            "amount": pa.array(amounts, pa.float64()),
+            "channel": pa.array(_CHANNELS[rng.integers(0, len(_CHANNELS), n)]),
+            "event_time": event_time,
+            "event_date": event_date,
+        }
+    )
+
+
+def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
+    """A first snapshot of every account on the first day (the initial export), then updates."""
+    rows: dict[str, list] = {k: [] for k in ("account_id", "updated_at", "credit_limit", "segment", "country", "is_premium")}
+    span_s = size.days * 86_400
+    for account in range(size.accounts):
+        opened = SAMPLE_START + timedelta(seconds=int(rng.integers(0, 86_400)))
+        updates = [opened] + sorted(
+            SAMPLE_START + timedelta(seconds=int(s)) for s in rng.choice(np.arange(86_400, span_s), int(rng.integers(0, 4)), replace=False)
+        )
+        limit = float(rng.choice([500, 1000, 2500, 5000, 10000]))
+        segment, country = _SEGMENTS[rng.integers(0, 4)], _COUNTRIES[rng.integers(0, 6)]
+        for when in updates:
+            rows["account_id"].append(f"a{account:06d}")
+            rows["updated_at"].append(when)
+            rows["credit_limit"].append(limit)
+            rows["segment"].append(str(segment))
+            rows["country"].append(str(country))
+            rows["is_premium"].append(bool(segment == "affluent" or limit >= 10000))
+            limit = float(limit * rng.choice([1.0, 1.5, 2.0]))
+    return pa.table(
+        {
+            "account_id": pa.array(rows["account_id"]),
+            "updated_at": pa.array(rows["updated_at"], pa.timestamp("us", tz="UTC")),
+            "credit_limit": pa.array(rows["credit_limit"], pa.float64()),
+            "segment": pa.array(rows["segment"]),
+            "country": pa.array(rows["country"]),
+            "is_premium": pa.array(rows["is_premium"]),
+        }
+    )

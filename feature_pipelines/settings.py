@@ -1,0 +1,56 @@
+"""Where things live, from the environment with local defaults.
+
+Every location is one environment variable away from a cluster deployment; nothing else
+changes between a laptop and production.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_dir() -> Path:
+    """The project folder: `FEATURESTORE_PROJECT_DIR`, else the folder holding `feature_defs/`."""
+    configured = os.environ.get("FEATURESTORE_PROJECT_DIR")
+    if configured:
+        return Path(configured).resolve()
+    cwd = Path.cwd()
+    if (cwd / "feature_defs").is_dir():
+        return cwd
+    return PACKAGE_DIR.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    feature_defs_dir: Path
+    data_dir: Path
+    source_root: str
+    offline_uri: str
+    staging_dir: Path
+    redis_url: str | None
+    spark_master: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        root = project_dir()
+        data_dir = Path(os.environ.get("FEATURESTORE_DATA_DIR", root / "data")).resolve()
+        return cls(
+            feature_defs_dir=Path(os.environ.get("FEATURE_DEFS_DIR", root / "feature_defs")).resolve(),
+            data_dir=data_dir,
+            source_root=os.environ.get("FEATURESTORE_SOURCE_ROOT", str(data_dir / "sources")),
+            offline_uri=os.environ.get("FEATURESTORE_OFFLINE_URI", str(data_dir / "offline")),
+            staging_dir=Path(os.environ.get("FEATURESTORE_STAGING_DIR", data_dir / "staging")).resolve(),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            spark_master=os.environ.get("SPARK_MASTER", "local[2]"),
+        )
+
+
+def resolve_path(root: str, path: str) -> str:
+    """Join `path` to `root` unless it is already absolute or a URI."""
+    if "://" in path or path.startswith("/"):
+        return path
+    return f"{root.rstrip('/')}/{path}"

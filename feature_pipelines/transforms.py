@@ -1,0 +1,123 @@
+"""Execution: turn source rows into feature rows for a range of windows, with Spark.
+
+Three ways, one per spec style: declarative rolling aggregates, a user's Spark function,
+or a passthrough of precomputed columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from feature_pipelines.durations import parse_duration
+from feature_pipelines.errors import FeatureStoreError, TransformOutputError
+from feature_pipelines.spec import Aggregate, FeatureSet, WindowContext
+from feature_pipelines.windows import WindowRange
+
+_MICROS = "__us"
+_IS_EVENT = "__is_event"
+
+
+def compute_features(
+    spark: SparkSession, feature_set: FeatureSet, source: DataFrame, windows: WindowRange
+) -> DataFrame:
+    """Feature rows for `windows`, before validation: keys, ts and features (other columns allowed)."""
+    if feature_set.aggregates:
+        return rolling_aggregates(feature_set, source, windows)
+    if feature_set.transform is not None:
+        context = WindowContext(windows.start, windows.end, windows.keys, spark)
+        try:
+            result = feature_set.transform(source, context)
+        except FeatureStoreError:
+            raise
+        except Exception as exc:
+            name = getattr(feature_set.transform, "__qualname__", "transform")
+            raise TransformOutputError(
+                f"feature set {feature_set.key}: transform {name} raised {type(exc).__name__}: {exc}. "
+                "Nothing was written; fix the transform and re-run."
+            ) from exc
+        if not isinstance(result, DataFrame):
+            raise TransformOutputError(
+                f"feature set {feature_set.key}: transform returned {type(result).__name__}; "
+                "it must return a Spark DataFrame."
+            )
+        return result
+    return source.select(
+        *feature_set.entity_names,
+        F.col(feature_set.source.timestamp).alias(feature_set.timestamp),
+        *feature_set.feature_names,
+    )
+
+
+def rolling_aggregates(feature_set: FeatureSet, source: DataFrame, windows: WindowRange) -> DataFrame:
+    """Exact trailing aggregates, as a step function of time.
+
+    A value at `ts` covers events with event time in `(ts - window, ts]`. Such a value changes
+    only when an event arrives (at `e`) or leaves a window (at `e + window`), so one row at each
+    of those instants inside `[start, end)` describes every trailing aggregate exactly: an as-of
+    join at any time `t` finds the row that was current at `t`. Rows are computed with
+    range frames over event time, so events in the lookback before `start` count too.
+    """
+    keys = feature_set.entity_names
+    value_columns = sorted({a.column for a in feature_set.aggregates if a.column})
+    events = source.select(
+        *keys,
+        F.unix_micros(F.col(feature_set.source.timestamp)).alias(_MICROS),
+        *value_columns,
+        F.lit(1).cast("long").alias(_IS_EVENT),
+    )
+    window_micros = sorted(
+        {_micros(w) for a in feature_set.aggregates for w in a.windows}
+    )
+    start_us, end_us = _to_micros(windows.start), _to_micros(windows.end)
+    instants = (
+        events.select(*keys, F.explode(F.array(*[F.col(_MICROS) + F.lit(o) for o in [0, *window_micros]])).alias(_MICROS))
+        .where((F.col(_MICROS) >= start_us) & (F.col(_MICROS) < end_us))
+        .distinct()
+        .withColumn(_IS_EVENT, F.lit(0).cast("long"))
+    )
+    rows = events.unionByName(instants, allowMissingColumns=True)
+    outputs = []
+    for aggregate in feature_set.aggregates:
+        for window in aggregate.windows:
+            frame = Window.partitionBy(*keys).orderBy(_MICROS).rangeBetween(-(_micros(window) - 1), 0)
+            outputs.append(_aggregate(aggregate, frame, feature_set).alias(aggregate.feature_name(window)))
+    return rows.select(
+        *keys,
+        F.timestamp_micros(F.col(_MICROS)).alias(feature_set.timestamp),
+        *outputs,
+        F.col(_IS_EVENT),
+    ).where(F.col(_IS_EVENT) == 0).drop(_IS_EVENT)
+
+
+def _aggregate(aggregate: Aggregate, frame: "Window", feature_set: FeatureSet) -> Column:
+    if aggregate.function == "count":
+        counted = F.col(_IS_EVENT) if aggregate.column is None else F.col(aggregate.column).isNotNull().cast("long")
+        return F.coalesce(F.sum(counted).over(frame), F.lit(0).cast("long"))
+    column = F.col(aggregate.column)
+    if aggregate.function == "sum":
+        # An empty window sums to zero, as a count of nothing is zero.
+        dtype = aggregate.output_dtype(feature_set.source.columns[aggregate.column])
+        return F.coalesce(F.sum(column).over(frame), F.lit(0).cast("long" if dtype == "int64" else "double"))
+    if aggregate.function == "mean":
+        return F.avg(column).over(frame)
+    if aggregate.function == "min":
+        return F.min(column).over(frame)
+    return F.max(column).over(frame)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _delta_micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _micros(window: str) -> int:
+    return _delta_micros(parse_duration(window, field="window"))
+
+
+def _to_micros(value: datetime) -> int:
+    return _delta_micros(value - _EPOCH)

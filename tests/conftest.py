@@ -1,0 +1,104 @@
+"""Shared fixtures: one real Spark session, one real redis-server, temporary Delta stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import redis
+from deltalake import write_deltalake
+from pyspark.sql import SparkSession
+
+from feature_pipelines.local_redis import LocalRedisServer
+from feature_pipelines.materialize import SESSION_SETTINGS, Stores
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.sample_data import SampleSize, generate_sample_data
+from feature_pipelines.settings import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+# Small enough to keep the suite fast, large enough to exercise many entities and windows.
+TEST_SAMPLE = SampleSize(transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("feature-store-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+    )
+    for key, value in SESSION_SETTINGS.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisServer]:
+    with LocalRedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture()
+def online_store(redis_server: LocalRedisServer) -> Iterator[RedisOnlineStore]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield RedisOnlineStore(client, redis_server.url)
+    client.close()
+
+
+@pytest.fixture()
+def stores(tmp_path: Path, online_store: RedisOnlineStore) -> Stores:
+    return Stores(
+        source_root=str(tmp_path / "sources"),
+        offline=DeltaOfflineStore(str(tmp_path / "offline")),
+        online=online_store,
+        staging_dir=tmp_path / "staging",
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_sources(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The example domain's source tables, generated once per session (read-only for tests)."""
+    root = tmp_path_factory.mktemp("sample") / "sources"
+    generate_sample_data(str(root), TEST_SAMPLE)
+    return str(root)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, sample_sources: str, redis_server: LocalRedisServer) -> Settings:
+    return Settings(
+        feature_defs_dir=PROJECT_DIR / "feature_defs",
+        data_dir=tmp_path / "data",
+        source_root=sample_sources,
+        offline_uri=str(tmp_path / "offline"),
+        staging_dir=tmp_path / "staging",
+        redis_url=redis_server.url,
+        spark_master="local[2]",
+    )
+
+
+def write_source(root: str | Path, name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) -> str:
+    """Write `frame` as a Delta source table `name` under `root`; return its path."""
+    path = f"{root}/{name}"
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    write_deltalake(path, table, mode="overwrite", schema_mode="overwrite")
+    return path
+
+
+def offline_frame(store: DeltaOfflineStore, feature_set, window_keys=None, drop_created: bool = True) -> pd.DataFrame:
+    """The offline rows, sorted, without the per-run `created` column."""
+    frame = store.read(feature_set, window_keys).to_pandas()
+    if drop_created:
+        frame = frame.drop(columns=["created"])
+    return frame.sort_values([*feature_set.entity_names, feature_set.timestamp]).reset_index(drop=True)

@@ -1,0 +1,142 @@
+"""The spec layer: validation errors name the problem and how to fix it (no Spark needed)."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines.catalog import load_catalog
+from feature_pipelines.errors import CatalogError, SpecError
+
+SOURCE = Source(
+    name="events",
+    path="events",
+    timestamp="event_time",
+    columns={"user_id": "string", "amount": "float64", "kind": "string", "event_time": "timestamp"},
+)
+
+
+def make(**overrides) -> FeatureSet:
+    spec = dict(
+        name="spend",
+        version=1,
+        entities=[Entity("user_id")],
+        source=SOURCE,
+        aggregates=[Aggregate("sum", "amount", windows=["1d", "7d"])],
+        source_lookback="7d",
+    )
+    spec.update(overrides)
+    return FeatureSet(**spec)
+
+
+def test_aggregates_derive_typed_features() -> None:
+    spec = make(aggregates=[Aggregate("sum", "amount", ["1d"]), Aggregate("count", None, ["7d"], name="n_{window}")])
+    assert [(f.name, f.dtype) for f in spec.features] == [("amount_sum_1d", "float64"), ("n_7d", "int64")]
+    assert spec.lookback == timedelta(days=7)
+    assert spec.key == "spend_v1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"aggregates": [Aggregate("sum", "amount_eur", ["1d"])]}, "unknown column 'amount_eur'"),
+        ({"aggregates": [Aggregate("sum", "kind", ["1d"])]}, "needs a numeric column"),
+        ({"source_lookback": "3d"}, "source_lookback 3d is shorter than the longest rolling window 1w"),
+        ({"entities": [Entity("account")]}, "entity 'account' is not a column of source 'events'"),
+        ({"entities": []}, "declare at least one entity"),
+        ({"version": 0}, "version 0 must be a whole number >= 1"),
+        ({"source_delay": "soon"}, "cannot read duration 'soon'"),
+        ({"owners": ["risk team"]}, "owner 'risk team' must be an email address"),
+        ({"name": "spend-v2"}, "'spend-v2' is not a valid name"),
+        ({"timestamp": "window_key"}, "reserved by the offline store"),
+        ({"temporal_join_lookback": "0"}, "temporal_join_lookback must be positive"),
+        ({"transform": lambda df, w: df}, "either aggregates or transform"),
+    ],
+)
+def test_invalid_specs_are_rejected_with_a_clear_message(overrides: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make(**overrides)
+
+
+def test_duplicate_feature_name_is_rejected() -> None:
+    with pytest.raises(SpecError, match="duplicate name 'amount'"):
+        FeatureSet(
+            name="raw",
+            version=1,
+            entities=[Entity("user_id")],
+            source=SOURCE,
+            features=[Feature("amount", "float64"), Feature("amount", "float64")],
+        )
+
+
+@pytest.mark.parametrize("window", ["7 days", "-1d", "0", "1y"])
+def test_bad_aggregate_window_is_rejected(window: str) -> None:
+    with pytest.raises(SpecError, match="window"):
+        Aggregate("sum", "amount", windows=[window])
+
+
+def test_unknown_type_and_cadence() -> None:
+    with pytest.raises(SpecError, match="unknown type 'decimal'"):
+        Feature("x", "decimal")
+    with pytest.raises(SpecError, match="cadence 'weekly' is not supported"):
+        Partitions("weekly")
+    with pytest.raises(SpecError, match="not a date"):
+        Partitions("daily", start="first of january")
+
+
+def test_passthrough_feature_must_be_a_source_column() -> None:
+    with pytest.raises(SpecError, match="feature 'score' is not a column of source 'events'"):
+        FeatureSet(name="raw", version=1, entities=[Entity("user_id")], source=SOURCE, features=[Feature("score", "float64")])
+
+
+def test_naive_timestamp_declared_with_other_type_is_rejected() -> None:
+    with pytest.raises(SpecError, match="declare it as 'timestamp'"):
+        Source(name="s", path="s", timestamp="t", columns={"t": "string"})
+
+
+def _defs_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "defs_under_test"
+    folder.mkdir()
+    for name, body in files.items():
+        (folder / name).write_text(textwrap.dedent(body))
+    return folder
+
+
+SPEC_FILE = """
+from feature_pipelines import Entity, Feature, FeatureSet, Source
+src = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64"})
+fs = FeatureSet(name="{name}", version=1, entities=[Entity("k")], source=src, features=[Feature("v", "float64")])
+"""
+
+
+def test_catalog_discovers_every_file(tmp_path: Path) -> None:
+    folder = _defs_dir(tmp_path, {"a.py": SPEC_FILE.replace("{name}", "alpha"), "b.py": SPEC_FILE.replace("{name}", "beta")})
+    catalog = load_catalog(folder)
+    assert [fs.key for fs in catalog] == ["alpha_v1", "beta_v1"]
+    assert catalog.file_of(catalog.get("beta")).name == "b.py"
+    with pytest.raises(CatalogError, match="unknown feature set 'gamma'; known feature sets: alpha, beta"):
+        catalog.get("gamma")
+    with pytest.raises(CatalogError, match="has no version 3"):
+        catalog.get("alpha", 3)
+
+
+def test_catalog_rejects_duplicates_across_files(tmp_path: Path) -> None:
+    folder = _defs_dir(tmp_path, {"a.py": SPEC_FILE.replace("{name}", "alpha"), "b.py": SPEC_FILE.replace("{name}", "alpha")})
+    with pytest.raises(CatalogError, match=r"declared twice: in .*a\.py and in .*b\.py"):
+        load_catalog(folder)
+
+
+def test_spec_error_names_the_file(tmp_path: Path) -> None:
+    bad = SPEC_FILE.replace("{name}", "alpha").replace('Feature("v", "float64")', 'Feature("nope", "float64")')
+    folder = _defs_dir(tmp_path, {"broken.py": bad})
+    with pytest.raises(SpecError, match=r"broken\.py: feature set 'alpha': feature 'nope' is not a column"):
+        load_catalog(folder)
+
+
+def test_project_catalog_loads() -> None:
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "feature_defs")
+    assert {fs.key for fs in catalog} == {"transactions_v1", "accounts_v1", "merchants_v1"}

@@ -1,0 +1,91 @@
+"""The Redis online store: newer `ts` wins atomically, namespaces per version, clear errors."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import redis
+
+from feature_pipelines import Entity, Feature, FeatureSet, Source
+from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.local_redis import LocalRedisServer
+from feature_pipelines.online_store import RedisOnlineStore
+
+UTC = timezone.utc
+SOURCE = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64", "label": "string"})
+
+
+def spec(version: int = 1) -> FeatureSet:
+    return FeatureSet(name="f", version=version, entities=[Entity("k")], source=SOURCE,
+                      features=[Feature("v", "float64"), Feature("label", "string")])
+
+
+def batch(rows: list[tuple[str, datetime, float | None, str | None]]) -> pa.RecordBatch:
+    k, ts, v, label = zip(*rows)
+    return pa.RecordBatch.from_pydict(
+        {"k": list(k), "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "v": list(v), "label": list(label)}
+    )
+
+
+T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
+
+
+def test_newer_wins_and_equal_replaces(online_store: RedisOnlineStore) -> None:
+    fs = spec()
+    first = online_store.publish(fs, [batch([("a", T0, 1.0, "x"), ("b", T0, 2.0, None)])])
+    assert (first.rows, first.written) == (2, 2)
+    older = online_store.publish(fs, [batch([("a", T0 - timedelta(microseconds=1), 9.0, "old")])])
+    assert (older.written, older.kept_newer) == (0, 1)
+    equal = online_store.publish(fs, [batch([("b", T0, 3.0, "fixed")])])
+    assert equal.written == 1
+    a, b, missing = online_store.read(fs, [["a"], ["b"], ["zzz"]])
+    assert (a.ts, a.features) == (T0, {"v": 1.0, "label": "x"})
+    assert b.features == {"v": 3.0, "label": "fixed"}
+    assert missing is None
+
+
+def test_versions_do_not_collide(online_store: RedisOnlineStore) -> None:
+    online_store.publish(spec(1), [batch([("a", T0, 1.0, "v1")])])
+    online_store.publish(spec(2), [batch([("a", T0 - timedelta(days=1), 2.0, "v2")])])
+    assert online_store.read(spec(1), [["a"]])[0].features["label"] == "v1"
+    assert online_store.read(spec(2), [["a"]])[0].features["label"] == "v2"
+    assert online_store.count(spec(1)) == online_store.count(spec(2)) == 1
+
+
+def test_interleaved_publishes_keep_the_newest(online_store: RedisOnlineStore) -> None:
+    """Many chunks in any order: the stored value is always the max-ts row per entity."""
+    fs = spec()
+    # Rows are unique on (entity, ts), as offline rows are; their publish order is shuffled.
+    order = random.Random(5).sample(range(2000), 2000)
+    rows = [(f"e{i % 50}", T0 + timedelta(minutes=i), float(i), str(i)) for i in order]
+    newest = {}
+    for k, ts, v, label in rows:
+        if k not in newest or ts > newest[k][0]:
+            newest[k] = (ts, v)
+    online_store.publish(fs, [batch(rows[i : i + 300]) for i in range(0, len(rows), 300)])
+    stored = online_store.read(fs, [[k] for k in sorted(newest)])
+    assert [(s.ts, s.features["v"]) for s in stored] == [newest[k] for k in sorted(newest)]
+
+
+def test_redis_down_gives_clear_error(tmp_path: Path) -> None:
+    with LocalRedisServer(tmp_path / "r") as server:
+        url = server.url
+    store = RedisOnlineStore(redis.Redis.from_url(url, socket_connect_timeout=1), url)
+    with pytest.raises(OnlineStoreError, match="publishing to Redis .* failed: .*re-run the window to publish it"):
+        store.publish(spec(), [batch([("a", T0, 1.0, "x")])])
+
+
+def test_local_server_is_shared_and_keeps_data(tmp_path: Path) -> None:
+    with LocalRedisServer(tmp_path / "r") as owner:
+        second = LocalRedisServer(tmp_path / "r").start()
+        assert second.url == owner.url and not second.owned
+        redis.Redis.from_url(owner.url).set("kept", "1")
+        second.stop()
+        assert redis.Redis.from_url(owner.url).ping()  # the owner's lease still holds it
+    # Restarting on the same folder brings the data back (append-only file).
+    with LocalRedisServer(tmp_path / "r") as again:
+        assert redis.Redis.from_url(again.url).get("kept") == b"1"

@@ -70,6 +70,10 @@ class OnlineStoreResource(ConfigurableResource):
         return self._store
 
 
+# A local session talks to itself only: keep the driver on loopback.
+LOCAL_SPARK_NETWORK = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+
+
 def spark_config(settings: Settings) -> dict[str, Any]:
     """Spark settings: the master URL and engine defaults; FEATURESTORE_SPARK_CONF (JSON) adds more."""
     config: dict[str, Any] = {
@@ -80,6 +84,8 @@ def spark_config(settings: Settings) -> dict[str, Any]:
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
         **SESSION_SETTINGS,
     }
+    if settings.spark_master.startswith("local"):
+        config.update(LOCAL_SPARK_NETWORK)
     config.update(json.loads(os.environ.get("FEATURESTORE_SPARK_CONF", "{}")))
     return config
 
@@ -88,7 +94,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     """The resources every feature store asset and job uses."""
     return {
         "pyspark": PySparkResource(spark_config=spark_config(settings)),
-        "sources": SourcesResource(root=settings.source_root),
-        "offline_store": OfflineStoreResource(uri=settings.offline_uri, staging_dir=str(settings.staging_dir)),
+        "sources": SourcesResource(root=settings.source_root, storage_options=settings.source_storage_options),
+        "offline_store": OfflineStoreResource(
+            uri=settings.offline_uri,
+            staging_dir=str(settings.staging_dir),
+            storage_options=settings.offline_storage_options,
+        ),
         "online_store": OnlineStoreResource(redis_url=settings.redis_url, local_dir=str(settings.data_dir / "redis")),
     }

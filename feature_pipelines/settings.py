@@ -6,9 +6,12 @@ changes between a laptop and production.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from feature_pipelines.errors import FeatureStoreError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -33,6 +36,8 @@ class Settings:
     staging_dir: Path
     redis_url: str | None
     spark_master: str
+    offline_storage_options: dict[str, str] = field(default_factory=dict)
+    source_storage_options: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -46,7 +51,23 @@ class Settings:
             staging_dir=Path(os.environ.get("FEATURESTORE_STAGING_DIR", data_dir / "staging")).resolve(),
             redis_url=os.environ.get("REDIS_URL") or None,
             spark_master=os.environ.get("SPARK_MASTER", "local[2]"),
+            offline_storage_options=_json_env("FEATURESTORE_OFFLINE_STORAGE_OPTIONS"),
+            source_storage_options=_json_env("FEATURESTORE_SOURCE_STORAGE_OPTIONS"),
         )
+
+
+def _json_env(name: str) -> dict[str, str]:
+    """A JSON object from the environment (delta-rs storage options), `{}` when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FeatureStoreError(f"{name} is not valid JSON ({exc}); set it to an object like '{{\"AWS_REGION\": \"eu-west-1\"}}'.") from exc
+    if not isinstance(value, dict):
+        raise FeatureStoreError(f"{name} must be a JSON object of storage options, not {type(value).__name__}.")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def resolve_path(root: str, path: str) -> str:

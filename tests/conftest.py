@@ -13,6 +13,7 @@ from deltalake import write_deltalake
 from pyspark.sql import SparkSession
 
 from feature_pipelines.local_redis import LocalRedisServer
+from feature_pipelines.resources import LOCAL_SPARK_NETWORK
 from feature_pipelines.materialize import SESSION_SETTINGS, Stores
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_store import RedisOnlineStore
@@ -35,7 +36,7 @@ def spark() -> Iterator[SparkSession]:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
     )
-    for key, value in SESSION_SETTINGS.items():
+    for key, value in {**SESSION_SETTINGS, **LOCAL_SPARK_NETWORK}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

@@ -1,0 +1,119 @@
+"""Materialization throughput: one window, a 30-window range in one run, and 30 single-window runs.
+
+    .venv/bin/python benchmarks/materialize.py --scale 1000000
+
+Prints rows/s (source rows read and feature rows written) and the ratio of one range run
+to 30 single-window runs, all in one process on one Spark session. Online publishing is
+off, so the figures measure Spark and Delta; `--online` turns it on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+
+from feature_pipelines.catalog import load_catalog
+from feature_pipelines.local_redis import LocalRedisServer
+from feature_pipelines.resources import LOCAL_SPARK_NETWORK
+from feature_pipelines.materialize import SESSION_SETTINGS, Stores, materialize_windows
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data
+from feature_pipelines.settings import resolve_path
+from feature_pipelines.windows import windows_between
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def source_rows(source_root: str, feature_set, first, last) -> int:
+    """Source rows a run over windows first..last reads (its windows plus the lookback)."""
+    table = DeltaTable(resolve_path(source_root, feature_set.source.path))
+    column = table.to_pyarrow_table(columns=[feature_set.source.timestamp]).column(0)
+    low, high = first.start - feature_set.lookback, last.end
+    return int(pc.sum(pc.and_(pc.greater_equal(column, pa.scalar(low)), pc.less(column, pa.scalar(high)))).as_py())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=1_000_000, help="transactions in the source")
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--feature-set", default="transactions")
+    parser.add_argument("--windows", type=int, default=30)
+    parser.add_argument("--online", action="store_true", help="publish to a local redis-server too")
+    parser.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fs-bench-"))
+    sources = str(workdir / "sources")
+    started = time.perf_counter()
+    counts = generate_sample_data(sources, SampleSize.for_scale(args.scale, days=args.days))
+    print(f"generated {counts} in {time.perf_counter() - started:.1f}s")
+
+    builder = SparkSession.builder.master("local[2]").appName("bench").config("spark.driver.memory", "8g")
+    builder = builder.config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
+    for key, value in {**SESSION_SETTINGS, **LOCAL_SPARK_NETWORK}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+
+    spec = load_catalog(PROJECT / "feature_defs").get(args.feature_set)
+    # The last `windows` days, so every window has its full 30-day lookback of data.
+    last_day = SAMPLE_START + timedelta(days=args.days - 1)
+    first_day = last_day - timedelta(days=args.windows - 1)
+    windows = windows_between(spec, first_day.strftime("%Y-%m-%d"), last_day.strftime("%Y-%m-%d"))
+
+    server = LocalRedisServer(workdir / "redis").start() if args.online else None
+    online = RedisOnlineStore(redis.Redis.from_url(server.url), server.url) if server else None
+
+    def stores(name: str) -> Stores:
+        return Stores(sources, DeltaOfflineStore(str(workdir / name)), online, workdir / "staging")
+
+    try:
+        # Warm-up: JIT and Spark planning caches should not count against the first figure.
+        materialize_windows(spark, spec, [windows[0].key], stores("warmup"))
+
+        one = materialize_windows(spark, spec, [windows[-1].key], stores("one"))
+        one_src = source_rows(sources, spec, windows[-1], windows[-1])
+
+        ranged = materialize_windows(spark, spec, [w.key for w in windows], stores("range"))
+        range_src = source_rows(sources, spec, windows[0], windows[-1])
+
+        single_s, single_rows = 0.0, 0
+        for window in windows:
+            result = materialize_windows(spark, spec, [window.key], stores("singles"))
+            single_s += result.duration_s
+            single_rows += result.rows
+        singles_src = sum(source_rows(sources, spec, w, w) for w in windows)
+    finally:
+        if server:
+            server.stop()
+
+    assert single_rows == ranged.rows, (single_rows, ranged.rows)
+    print(f"\nfeature set {spec.key}, source {counts['transactions']} transactions, windows {windows[0].key}..{windows[-1].key}")
+    print(f"{'run':<28}{'seconds':>9}{'source rows':>13}{'src rows/s':>12}{'feature rows':>14}{'feat rows/s':>13}")
+    for label, seconds, src, rows in [
+        ("1 window", one.duration_s, one_src, one.rows),
+        (f"{len(windows)} windows, one run", ranged.duration_s, range_src, ranged.rows),
+        (f"{len(windows)} single-window runs", single_s, singles_src, single_rows),
+    ]:
+        print(f"{label:<28}{seconds:>9.2f}{src:>13,}{src / seconds:>12,.0f}{rows:>14,}{rows / seconds:>13,.0f}")
+    print(f"\nrange run / {len(windows)} single runs: {ranged.duration_s / single_s:.3f} "
+          f"(the range run takes {100 * ranged.duration_s / single_s:.1f}% of the time; "
+          f"{single_s / ranged.duration_s:.1f}x faster)")
+    print(f"range run phases: " + ", ".join(f"{k}={v:.2f}s" for k, v in ranged.timings.items()))
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ default is small enough for tests, and millions of rows work for benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -85,31 +85,31 @@ def _transactions(rng: np.random.Generator, size: SampleSize) -> pa.Table:
 
 
 def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
-    """A first snapshot of every account on the first day (the initial export), then updates."""
-    rows: dict[str, list] = {k: [] for k in ("account_id", "updated_at", "credit_limit", "segment", "country", "is_premium")}
+    """A first snapshot of every account on the first day (the initial export), then 0-3 updates."""
+    n = size.accounts
+    updates = rng.integers(0, 4, n)
+    per_account = updates + 1
+    account = np.repeat(np.arange(n), per_account)
+    first_row = np.repeat(np.cumsum(per_account) - per_account, per_account)
+    change = np.arange(len(account)) - first_row  # 0 for the first snapshot, then 1, 2, 3
     span_s = size.days * 86_400
-    for account in range(size.accounts):
-        opened = SAMPLE_START + timedelta(seconds=int(rng.integers(0, 86_400)))
-        updates = [opened] + sorted(
-            SAMPLE_START + timedelta(seconds=int(s)) for s in rng.choice(np.arange(86_400, span_s), int(rng.integers(0, 4)), replace=False)
-        )
-        limit = float(rng.choice([500, 1000, 2500, 5000, 10000]))
-        segment, country = _SEGMENTS[rng.integers(0, 4)], _COUNTRIES[rng.integers(0, 6)]
-        for when in updates:
-            rows["account_id"].append(f"a{account:06d}")
-            rows["updated_at"].append(when)
-            rows["credit_limit"].append(limit)
-            rows["segment"].append(str(segment))
-            rows["country"].append(str(country))
-            rows["is_premium"].append(bool(segment == "affluent" or limit >= 10000))
-            limit = float(limit * rng.choice([1.0, 1.5, 2.0]))
+    # Opening snapshots during day one; updates later, in order, at distinct seconds.
+    seconds = np.where(change == 0, rng.integers(0, 86_400, len(account)), rng.integers(86_400, span_s, len(account)))
+    seconds = seconds + change  # keeps (account, updated_at) unique even on equal draws
+    order = np.lexsort((seconds, account))
+    account, seconds, change = account[order], seconds[order], np.arange(len(account))[order] - first_row[order]
+    base_limit = rng.choice([500.0, 1000.0, 2500.0, 5000.0, 10000.0], n)
+    growth = rng.choice([1.0, 1.5, 2.0], len(account))
+    limit = base_limit[account] * np.where(change == 0, 1.0, growth)
+    segment = _SEGMENTS[rng.integers(0, len(_SEGMENTS), n)][account]
+    micros = _micros(SAMPLE_START) + seconds.astype(np.int64) * 1_000_000
     return pa.table(
         {
-            "account_id": pa.array(rows["account_id"]),
-            "updated_at": pa.array(rows["updated_at"], pa.timestamp("us", tz="UTC")),
-            "credit_limit": pa.array(rows["credit_limit"], pa.float64()),
-            "segment": pa.array(rows["segment"]),
-            "country": pa.array(rows["country"]),
-            "is_premium": pa.array(rows["is_premium"]),
+            "account_id": pa.array(np.char.add("a", np.char.zfill(account.astype(str), 6))),
+            "updated_at": pa.array(micros, pa.timestamp("us", tz="UTC")),
+            "credit_limit": pa.array(limit, pa.float64()),
+            "segment": pa.array(segment),
+            "country": pa.array(_COUNTRIES[rng.integers(0, len(_COUNTRIES), n)][account]),
+            "is_premium": pa.array((segment == "affluent") | (limit >= 10000.0)),
         }
     )

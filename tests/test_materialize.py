@@ -215,3 +215,14 @@ def test_empty_window_replaces_old_rows(spark, stores: Stores) -> None:
     write_source(stores.source_root, "events", events().iloc[0:0])
     result = materialize_windows(spark, spec, ["2024-03-01"], stores)
     assert result.rows == 0 and len(stores.offline.read(spec)) == 0
+
+
+def test_hourly_windows_use_dagster_hourly_keys(spark, stores: Stores) -> None:
+    times = pd.to_datetime(["2024-03-01 04:59:59", "2024-03-01 05:00", "2024-03-01 06:30", "2024-03-01 07:00"], utc=True)
+    write_source(stores.source_root, "events", events(user_id=["u1"] * 4, score=[1.0, 2.0, 3.0, 4.0], event_time=times))
+    spec = replace(passthrough(), partitions=Partitions("hourly", start="2024-03-01"))
+    result = materialize_windows(spark, spec, keys(spec, "2024-03-01-05:00", "2024-03-01-06:00"), stores)
+    assert result.rows_per_window == {"2024-03-01-05:00": 1, "2024-03-01-06:00": 1}
+    assert stores.offline.window_keys(spec) == ["2024-03-01-05:00", "2024-03-01-06:00"]
+    # Online holds the newest row of the run, not the 07:00 row of a window not materialized.
+    assert stores.online.read(spec, [["u1"]])[0].features == {"score": 3.0}

@@ -35,6 +35,7 @@ SESSION_SETTINGS = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 _SPARK_KEY_FORMAT = {"daily": "yyyy-MM-dd", "hourly": "yyyy-MM-dd-HH:mm"}
+_TRUNC_UNIT = {"daily": "day", "hourly": "hour"}
 _PREVIEW_ROWS = 5
 
 
@@ -95,9 +96,11 @@ def materialize_windows(
     for frame in frames[1:]:
         rows = rows.unionByName(frame)
     created = datetime.now(timezone.utc)
-    rows = rows.withColumn(
-        WINDOW_KEY_COLUMN, F.date_format(F.col(feature_set.timestamp), _SPARK_KEY_FORMAT[feature_set.partitions.cadence])
-    ).withColumn(CREATED_COLUMN, F.lit(created))
+    cadence = feature_set.partitions.cadence
+    window_start = F.date_trunc(_TRUNC_UNIT[cadence], F.col(feature_set.timestamp))
+    rows = rows.withColumn(WINDOW_KEY_COLUMN, F.date_format(window_start, _SPARK_KEY_FORMAT[cadence])).withColumn(
+        CREATED_COLUMN, F.lit(created)
+    )
 
     stage = stores.staging_dir / f"{feature_set.key}-{run_id or uuid.uuid4().hex}"
     try:

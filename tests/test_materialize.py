@@ -218,7 +218,7 @@ def test_empty_window_replaces_old_rows(spark, stores: Stores) -> None:
 
 
 def test_hourly_windows_use_dagster_hourly_keys(spark, stores: Stores) -> None:
-    times = pd.to_datetime(["2024-03-01 04:59:59", "2024-03-01 05:00", "2024-03-01 06:30", "2024-03-01 07:00"], utc=True)
+    times = pd.to_datetime(["2024-03-01 04:59:59", "2024-03-01 05:00:00", "2024-03-01 06:30:00", "2024-03-01 07:00:00"], utc=True)
     write_source(stores.source_root, "events", events(user_id=["u1"] * 4, score=[1.0, 2.0, 3.0, 4.0], event_time=times))
     spec = replace(passthrough(), partitions=Partitions("hourly", start="2024-03-01"))
     result = materialize_windows(spark, spec, keys(spec, "2024-03-01-05:00", "2024-03-01-06:00"), stores)

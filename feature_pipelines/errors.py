@@ -37,3 +37,7 @@ class OfflineStoreError(FeatureStoreError):
 
 class OnlineStoreError(FeatureStoreError):
     """The online (Redis) store could not be reached or written."""
+
+
+class RetrievalError(FeatureStoreError):
+    """A retrieval request is invalid: bad observations, unknown features, missing windows."""

@@ -120,6 +120,7 @@ def materialize_windows(
                 _batches(stage / "rows"),
                 keys,
                 commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
+                rows_per_window=per_window,
             )
             uri = stores.offline.table_uri(feature_set)
             timings["offline_write_s"] = time.perf_counter() - mark

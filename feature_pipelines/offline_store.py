@@ -7,6 +7,7 @@ and windows it does not name are never touched.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -51,14 +52,23 @@ class DeltaOfflineStore:
             )
         return DeltaTable(self.table_uri(feature_set), storage_options=self.storage_options or None)
 
+    def window_log_uri(self, feature_set: FeatureSet) -> str:
+        """A small Delta table recording every window written: the windows are known even when empty."""
+        return resolve_path(self.root, f"_windows/{feature_set.name}/v{feature_set.version}")
+
     def replace_windows(
         self,
         feature_set: FeatureSet,
         batches: Iterable[pa.RecordBatch],
         window_keys: Iterable[str],
         commit_metadata: dict[str, str] | None = None,
+        rows_per_window: dict[str, int] | None = None,
     ) -> int:
-        """Replace exactly `window_keys` with `batches`, in one commit; return the new table version."""
+        """Replace exactly `window_keys` with `batches`, in one commit; return the new table version.
+
+        The window log is appended after the data commit: a crash in between leaves windows
+        that hold data but read as missing, which a re-run repairs; never the reverse.
+        """
         keys = sorted(set(window_keys))
         if not keys:
             raise OfflineStoreError(f"feature set {feature_set.key}: no windows given to replace.")
@@ -95,7 +105,35 @@ class DeltaOfflineStore:
                 f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {uri} failed: {exc}. "
                 "The table is unchanged; fix the cause and re-run."
             ) from exc
-        return DeltaTable(uri, storage_options=options).version()
+        version = DeltaTable(uri, storage_options=options).version()
+        self._log_windows(feature_set, keys, rows_per_window or {}, version, metadata)
+        return version
+
+    def _log_windows(
+        self, feature_set: FeatureSet, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str]
+    ) -> None:
+        now = datetime.now(timezone.utc)
+        log = pa.table(
+            {
+                WINDOW_KEY_COLUMN: pa.array(keys, pa.string()),
+                "rows": pa.array([rows.get(k, 0) for k in keys], pa.int64()),
+                "table_version": pa.array([version] * len(keys), pa.int64()),
+                "run_id": pa.array([metadata.get("run_id", "")] * len(keys), pa.string()),
+                "materialized_at": pa.array([now] * len(keys), arrow_type("timestamp")),
+            }
+        )
+        write_deltalake(self.window_log_uri(feature_set), log, mode="append", storage_options=self.storage_options or None)
+
+    def materialized_windows(self, feature_set: FeatureSet) -> dict[str, dict]:
+        """Every window ever written, with its latest row count, table version and time."""
+        uri = self.window_log_uri(feature_set)
+        if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
+            return {}
+        log = DeltaTable(uri, storage_options=self.storage_options or None).to_pyarrow_table().to_pylist()
+        latest: dict[str, dict] = {}
+        for entry in sorted(log, key=lambda e: (e["table_version"], e["materialized_at"])):
+            latest[entry[WINDOW_KEY_COLUMN]] = entry
+        return latest
 
     def _check_schema(self, feature_set: FeatureSet, expected: pa.Schema) -> None:
         actual = pa.schema(self.table(feature_set).schema().to_arrow())

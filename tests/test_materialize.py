@@ -226,3 +226,12 @@ def test_hourly_windows_use_dagster_hourly_keys(spark, stores: Stores) -> None:
     assert stores.offline.window_keys(spec) == ["2024-03-01-05:00", "2024-03-01-06:00"]
     # Online holds the newest row of the run, not the 07:00 row of a window not materialized.
     assert stores.online.read(spec, [["u1"]])[0].features == {"score": 3.0}
+
+
+def test_window_log_records_empty_windows(spark, stores: Stores) -> None:
+    write_source(stores.source_root, "events", events())
+    spec = passthrough()
+    materialize_windows(spark, spec, ["2024-03-01", "2024-03-02"], stores)
+    log = stores.offline.materialized_windows(spec)
+    assert {k: v["rows"] for k, v in log.items()} == {"2024-03-01": 3, "2024-03-02": 0}
+    assert stores.offline.window_keys(spec) == ["2024-03-01"]  # only windows holding rows have files

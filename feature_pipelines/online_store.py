@@ -107,6 +107,25 @@ class RedisOnlineStore:
             raise OnlineStoreError(f"feature set {feature_set.key}: reading Redis {self._url} failed: {exc}.") from exc
         return [None if value is None else _decode(value) for value in raw]
 
+    def read_many(
+        self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]
+    ) -> list[list[OnlineValue | None]]:
+        """Several feature sets' values in one round trip (one pipelined MGET per set)."""
+        pipeline = self._client.pipeline(transaction=False)
+        for feature_set, entities in requests:
+            if entities:
+                pipeline.mget([self.key(feature_set, e) for e in entities])
+            else:
+                pipeline.echo("")  # keeps replies aligned with requests
+        try:
+            replies = pipeline.execute()
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).") from exc
+        return [
+            [None if value is None else _decode(value) for value in (reply if entities else [])]
+            for (_, entities), reply in zip(requests, replies)
+        ]
+
     def count(self, feature_set: FeatureSet) -> int:
         """How many entities hold a value (scans the namespace: for tests and summaries)."""
         pattern = f"fs:{feature_set.name}:v{feature_set.version}:*"

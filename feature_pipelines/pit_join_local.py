@@ -6,8 +6,6 @@ greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,17 +29,17 @@ def entity_codes(observed: pd.DataFrame, stored: pd.DataFrame) -> tuple[np.ndarr
 
 def asof_indices(
     obs_codes: np.ndarray,
-    obs_t: np.ndarray,
+    cutoff: np.ndarray,
+    oldest: np.ndarray | None,
     row_codes: np.ndarray,
     row_ts: np.ndarray,
-    delay: timedelta,
-    lookback: timedelta | None,
 ) -> np.ndarray:
-    """For each observation, the index of the matching stored row, or -1.
+    """For each observation, the index of the stored row with its code and the greatest
+    `ts <= cutoff` (and `ts >= oldest`, when given), or -1.
 
-    Times are int64 microseconds since the epoch. One sort of observations and rows together
-    by (entity, time, rows-before-observations) puts every observation right after the rows it
-    may see; a running maximum of row positions then gives the latest one.
+    Times are int64 microseconds. One sort of observations and rows together by (entity, time,
+    rows before observations) puts each observation right after the rows it may see; a running
+    maximum of row positions then names the latest of them.
     """
     n = len(obs_codes)
     result = np.full(n, -1, dtype=np.int64)
@@ -50,25 +48,21 @@ def asof_indices(
     if n == 0 or len(row_index) == 0:
         return result
     rows_c, rows_t = row_codes[keep], row_ts[keep]
-    cutoff = obs_t - _micros(delay)
     m = len(row_index)
     codes = np.concatenate([rows_c, obs_codes])
-    # time * 2 + kind: rows (0) sort before observations (1) at the same instant, because
-    # `ts <= t - delay` is inclusive.
+    # time * 2 + kind: at the same instant rows (0) sort before observations (1): `ts <= cutoff`.
     times = np.concatenate([rows_t * 2, cutoff * 2 + 1])
     order = np.lexsort((times, codes))
     is_row = order < m
-    positions = np.where(is_row, np.arange(len(order)), -1)
-    latest = np.maximum.accumulate(positions)
+    latest = np.maximum.accumulate(np.where(is_row, np.arange(len(order)), -1))
     obs_sorted = np.flatnonzero(~is_row)
     candidate = latest[obs_sorted]
-    found = candidate >= 0
     obs_ids = order[obs_sorted] - m
-    row_ids = np.where(found, order[np.maximum(candidate, 0)], 0)
-    found &= rows_c[row_ids] == obs_codes[obs_ids]
-    found &= obs_codes[obs_ids] >= 0
-    if lookback is not None:
-        found &= rows_t[row_ids] >= obs_t[obs_ids] - _micros(lookback)
+    row_ids = order[np.maximum(candidate, 0)]
+    found = (candidate >= 0) & (obs_codes[obs_ids] >= 0)
+    found &= rows_c[np.where(found, row_ids, 0)] == obs_codes[obs_ids]
+    if oldest is not None:
+        found &= rows_t[np.where(found, row_ids, 0)] >= oldest[obs_ids]
     result[obs_ids[found]] = row_index[row_ids[found]]
     return result
 
@@ -77,7 +71,3 @@ def take_features(table: pa.Table, features: list[str], indices: np.ndarray) -> 
     """The feature columns of `table` at `indices`, with nulls where the index is -1."""
     taker = pa.array(indices, mask=indices < 0, type=pa.int64())
     return {name: table.column(name).take(taker) for name in features}
-
-
-def _micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

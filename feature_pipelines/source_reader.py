@@ -7,7 +7,7 @@ therefore needs no Delta jars, and the executors read the data in parallel.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from feature_pipelines.delta_files import data_files
 from feature_pipelines.dtypes import can_widen, dtype_of_spark, spark_type
 from feature_pipelines.errors import SourceError
 from feature_pipelines.settings import resolve_path
@@ -65,7 +66,9 @@ def _read_delta(
         )
     schema = pa.schema(table.schema().to_arrow())
     _check_arrow_schema(source, uri, schema)
-    files = _files_overlapping(table, source, start, end)
+    # Naive statistics are local times in an unknown zone: widen by a day rather than miss a file.
+    slack = timedelta(days=1) if source.timezone else timedelta(0)
+    files = data_files(table, stats_column=source.timestamp, start=start, end=end, slack=slack)
     if not files:
         return spark.createDataFrame([], _declared_schema(source, naive=_is_naive(schema, source.timestamp)))
     reader = spark.read
@@ -79,33 +82,6 @@ def _read_parquet(spark: SparkSession, source: Source, uri: str) -> DataFrame:
         return spark.read.parquet(uri)
     except Exception as exc:  # Spark raises AnalysisException for a missing path
         raise SourceError(f"source {source.name!r}: cannot read Parquet at {uri} ({exc}); check Source.path.") from exc
-
-
-def _files_overlapping(table: DeltaTable, source: Source, start: datetime, end: datetime) -> list[str]:
-    """Data files whose event-time statistics overlap `[start, end)`; files without stats are kept."""
-    actions = pa.table(table.get_add_actions(flatten=True))
-    root = table.table_uri.rstrip("/")
-    paths = actions.column("path").to_pylist()
-    lows = _stat(actions, f"min.{source.timestamp}", len(paths))
-    highs = _stat(actions, f"max.{source.timestamp}", len(paths))
-    # Naive statistics are local times in an unknown zone: widen by a day rather than miss a file.
-    slack = timedelta(days=1) if source.timezone else timedelta(0)
-    selected = []
-    for path, low, high in zip(paths, lows, highs):
-        if low is not None and _as_utc(low) >= end + slack:
-            continue
-        if high is not None and _as_utc(high) < start - slack:
-            continue
-        selected.append(path if "://" in path or path.startswith("/") else f"{root}/{path}")
-    return selected
-
-
-def _stat(actions: pa.Table, name: str, rows: int) -> list:
-    return actions.column(name).to_pylist() if name in actions.column_names else [None] * rows
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _arrow_dtype(data_type: pa.DataType) -> str:

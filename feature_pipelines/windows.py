@@ -87,3 +87,29 @@ def contiguous_ranges(windows: list[Window]) -> list[WindowRange]:
 def source_range(feature_set: FeatureSet, windows: WindowRange) -> tuple[datetime, datetime]:
     """The event-time range `[start - source_lookback, end)` the transform reads."""
     return windows.start - feature_set.lookback, windows.end
+
+
+def window_containing(feature_set: FeatureSet, moment: datetime) -> Window:
+    """The window of `feature_set`'s cadence that holds `moment` (which may precede the first window)."""
+    moment = moment.astimezone(timezone.utc)
+    if feature_set.partitions.cadence == "daily":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        start = moment.replace(minute=0, second=0, microsecond=0)
+    return Window(start, start + feature_set.partitions.window_length, start.strftime(feature_set.partitions.key_format))
+
+
+def describe_keys(keys: list[str], feature_set: FeatureSet) -> str:
+    """Window keys as compact ranges: `2024-01-01..2024-01-05, 2024-01-09`."""
+    step = feature_set.partitions.window_length
+    fmt = feature_set.partitions.key_format
+    parts: list[str] = []
+    run: list[str] = []
+    for key in sorted(keys):
+        if run and datetime.strptime(run[-1], fmt) + step != datetime.strptime(key, fmt):
+            parts.append(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}")
+            run = []
+        run.append(key)
+    if run:
+        parts.append(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}")
+    return ", ".join(parts)

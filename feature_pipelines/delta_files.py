@@ -1,0 +1,57 @@
+"""Select the Parquet files of a Delta table that can hold rows of interest, from the Delta log.
+
+Spark then reads just those files (it needs no Delta support of its own).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from urllib.parse import unquote
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+
+def data_files(
+    table: DeltaTable,
+    *,
+    stats_column: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    slack: timedelta = timedelta(0),
+    partition_column: str | None = None,
+    first_partition: str | None = None,
+    last_partition: str | None = None,
+) -> list[str]:
+    """Files whose `stats_column` min/max overlap `[start, end)` and whose partition value lies in
+    `[first_partition, last_partition]` (string order); files without statistics are kept."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    root = table.table_uri.rstrip("/")
+    count = actions.num_rows
+    paths = actions.column("path").to_pylist()
+    lows = _column(actions, f"min.{stats_column}", count) if stats_column else [None] * count
+    highs = _column(actions, f"max.{stats_column}", count) if stats_column else [None] * count
+    parts = _column(actions, f"partition.{partition_column}", count) if partition_column else [None] * count
+    selected = []
+    for path, low, high, part in zip(paths, lows, highs, parts):
+        if end is not None and low is not None and _utc(low) >= end + slack:
+            continue
+        if start is not None and high is not None and _utc(high) < start - slack:
+            continue
+        if part is not None and first_partition is not None and part < first_partition:
+            continue
+        if part is not None and last_partition is not None and part > last_partition:
+            continue
+        # Log paths are URL-encoded (a ':' in a partition value is stored as %3A on disk, %253A in the log).
+        path = unquote(path)
+        selected.append(path if "://" in path or path.startswith("/") else f"{root}/{path}")
+    return selected
+
+
+def _column(actions: pa.Table, name: str, rows: int) -> list:
+    return actions.column(name).to_pylist() if name in actions.column_names else [None] * rows
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

@@ -1,0 +1,354 @@
+"""Point-in-time retrieval: training datasets, batch inference and online lookups.
+
+`FeatureStore` is the Python API. Offline retrieval implements the as-of join of SEMANTICS.md:
+for each observation `(keys, t)` and feature set F, the F row with the same keys and the
+greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import write_deltalake
+
+from feature_pipelines.catalog import Catalog, load_catalog
+from feature_pipelines.delta_files import data_files
+from feature_pipelines.errors import RetrievalError
+from feature_pipelines.observations import check_observations, load_observations
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.pit_join_local import asof_indices, entity_codes, take_features
+from feature_pipelines.retrieval_spec import FeatureSelection, RetrievalSpec
+from feature_pipelines.settings import Settings
+from feature_pipelines.spec import WINDOW_KEY_COLUMN, FeatureSet
+from feature_pipelines.windows import describe_keys, window_containing, windows_between
+
+Engine = Literal["auto", "local", "spark"]
+SpecLike = RetrievalSpec | str | Path | Sequence[str]
+# Above this many observation plus feature rows, "auto" hands the join to Spark.
+LOCAL_ENGINE_MAX_ROWS = 30_000_000
+
+
+class FeatureStore:
+    """Retrieval over the offline (Delta) and online (Redis) stores of a catalog."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        offline: DeltaOfflineStore,
+        online: RedisOnlineStore | None = None,
+        spark: Any = None,
+        local_engine_max_rows: int = LOCAL_ENGINE_MAX_ROWS,
+    ):
+        self.catalog = catalog
+        self.offline = offline
+        self.online = online
+        self._spark = spark
+        self.local_engine_max_rows = local_engine_max_rows
+
+    @classmethod
+    def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
+        settings = settings or Settings.from_env()
+        if online is None and settings.redis_url:
+            import redis
+
+            online = RedisOnlineStore(redis.Redis.from_url(settings.redis_url), settings.redis_url)
+        return cls(
+            load_catalog(settings.feature_defs_dir),
+            DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options),
+            online,
+        )
+
+    @property
+    def spark(self) -> Any:
+        if self._spark is None:
+            from pyspark.sql import SparkSession
+
+            from feature_pipelines.resources import spark_config
+
+            builder = SparkSession.builder
+            for key, value in spark_config(Settings.from_env()).items():
+                builder = builder.config(key, value)
+            self._spark = builder.getOrCreate()
+        return self._spark
+
+    # --- offline --------------------------------------------------------------------------------
+
+    def get_offline_features(
+        self,
+        observations: pd.DataFrame | str | Path,
+        spec: SpecLike,
+        *,
+        timestamp_column: str = "event_timestamp",
+        engine: Engine = "auto",
+        full_names: bool | None = None,
+        output: str | Path | None = None,
+        output_format: Literal["parquet", "delta"] = "parquet",
+        now: datetime | None = None,
+    ) -> pd.DataFrame | str:
+        """The observations with the requested features appended, point-in-time correct.
+
+        One output row per observation, in the same order, with all observation columns.
+        Returns a DataFrame, or the output path when `output` is given (nothing is written
+        if any check fails).
+        """
+        selections = self.resolve(spec, full_names)
+        frame = load_observations(observations)
+        t = check_observations(frame, timestamp_column, selections)
+        t_min, t_max = (t.min().to_pydatetime(), t.max().to_pydatetime()) if len(t) else (None, None)
+        for selection in selections:
+            if t_min is not None:
+                self._check_materialized(selection.feature_set, t_min, t_max, now or datetime.now(timezone.utc))
+        chosen = self._choose_engine(engine, len(frame), selections, t_min, t_max)
+        if frame.empty:
+            result = frame.assign(**{c: pd.Series([], dtype=object) for s in selections for c in s.columns})
+        elif chosen == "spark":
+            result = self._join_spark(frame, timestamp_column, selections, t_min, t_max)
+        else:
+            result = self._join_local(frame, t, selections, t_min, t_max)
+        if output is None:
+            return result
+        return _write(result, Path(output) if "://" not in str(output) else output, output_format)
+
+    def get_inference_features(
+        self,
+        entities: pd.DataFrame,
+        spec: SpecLike,
+        as_of: datetime,
+        *,
+        engine: Engine = "auto",
+        full_names: bool | None = None,
+        output: str | Path | None = None,
+        now: datetime | None = None,
+    ) -> pd.DataFrame | str:
+        """Batch inference: the as-of join at one time `as_of` for every entity row."""
+        if as_of.tzinfo is None:
+            raise RetrievalError(f"as_of {as_of.isoformat()} is a naive datetime; give it a time zone (UTC).")
+        column = "__as_of"
+        frame = entities.copy()
+        frame[column] = pd.Timestamp(as_of).tz_convert("UTC")
+        result = self.get_offline_features(
+            frame, spec, timestamp_column=column, engine=engine, full_names=full_names, now=now or as_of
+        )
+        assert isinstance(result, pd.DataFrame)
+        result = result.drop(columns=column)
+        return result if output is None else _write(result, output, "parquet")
+
+    def resolve(self, spec: SpecLike, full_names: bool | None = None) -> list[FeatureSelection]:
+        if isinstance(spec, RetrievalSpec):
+            retrieval = spec
+        elif isinstance(spec, (str, Path)) and (str(spec).endswith((".yaml", ".yml")) or Path(spec).exists()):
+            retrieval = RetrievalSpec.from_yaml(spec)
+        elif isinstance(spec, str):
+            retrieval = RetrievalSpec.of([spec])
+        else:
+            retrieval = RetrievalSpec.of(list(spec))
+        return retrieval.resolve(self.catalog, full_names)
+
+    def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime) -> None:
+        """Every complete window the observations can draw from must be materialized."""
+        first_start = feature_set.partitions.start
+        newest = t_max - feature_set.delay
+        if newest < first_start:
+            return
+        oldest = max(first_start, t_min - feature_set.ttl) if feature_set.ttl else first_start
+        if oldest > newest:
+            return
+        last = window_containing(feature_set, newest)
+        first = window_containing(feature_set, oldest)
+        needed = [w for w in windows_between(feature_set, first.key, last.key) if w.end <= now]
+        done = self.offline.materialized_windows(feature_set)
+        missing = [w.key for w in needed if w.key not in done]
+        if not missing:
+            return
+        what = "was never materialized" if not done else f"is missing {len(missing)} window(s)"
+        raise RetrievalError(
+            f"feature set {feature_set.key} {what} that these observations need: {describe_keys(missing, feature_set)}. "
+            f"Materialize them, e.g. `featurestore materialize {feature_set.name} --version {feature_set.version} "
+            f"--start {missing[0]} --end {missing[-1]}`."
+        )
+
+    def _choose_engine(
+        self, engine: Engine, observations: int, selections: list[FeatureSelection], t_min, t_max
+    ) -> Literal["local", "spark"]:
+        if engine in ("local", "spark"):
+            return engine
+        if engine != "auto":
+            raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
+        total = observations
+        for selection in selections:
+            if t_min is not None and self.offline.exists(selection.feature_set):
+                table = self.offline.table(selection.feature_set)
+                first, last = self._key_range(selection.feature_set, t_min, t_max)
+                actions = pa.table(table.get_add_actions(flatten=True))
+                part = actions.column(f"partition.{WINDOW_KEY_COLUMN}")
+                inside = pc.and_(pc.greater_equal(part, first), pc.less_equal(part, last))
+                total += int(pc.sum(pc.filter(actions.column("num_records"), inside)).as_py() or 0)
+        return "local" if total <= self.local_engine_max_rows else "spark"
+
+    def _key_range(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime) -> tuple[str, str]:
+        """Window keys that can hold a matching row (string order is time order for window keys)."""
+        newest = t_max - feature_set.delay
+        oldest = t_min - feature_set.ttl if feature_set.ttl else feature_set.partitions.start
+        return window_containing(feature_set, oldest).key, window_containing(feature_set, newest).key
+
+    def _feature_rows(self, selection: FeatureSelection, t_min: datetime, t_max: datetime) -> pa.Table:
+        feature_set = selection.feature_set
+        columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
+        if not self.offline.exists(feature_set):
+            return _empty(self.offline, feature_set, columns)
+        first, last = self._key_range(feature_set, t_min, t_max)
+        return self.offline.table(feature_set).to_pyarrow_table(
+            columns=columns, filters=[(WINDOW_KEY_COLUMN, ">=", first), (WINDOW_KEY_COLUMN, "<=", last)]
+        )
+
+    def _join_local(
+        self, frame: pd.DataFrame, t: pd.Series, selections: list[FeatureSelection], t_min, t_max
+    ) -> pd.DataFrame:
+        t_floor = _micros_floor(t)
+        t_ceil = _micros_ceil(t)
+        result = frame.copy()
+        for selection in selections:
+            feature_set = selection.feature_set
+            rows = self._feature_rows(selection, t_min, t_max) if t_min is not None else _empty(
+                self.offline, feature_set, [*feature_set.entity_names, feature_set.timestamp, *selection.features]
+            )
+            keys = feature_set.entity_names
+            obs_codes, row_codes = entity_codes(
+                frame[keys].reset_index(drop=True), rows.select(keys).to_pandas()
+            )
+            row_ts = rows.column(feature_set.timestamp).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            cutoff = t_floor - _delta_micros(feature_set.delay)
+            oldest = t_ceil - _delta_micros(feature_set.ttl) if feature_set.ttl else None
+            indices = asof_indices(obs_codes, cutoff, oldest, row_codes, row_ts)
+            for name, column in zip(selection.columns, take_features(rows, list(selection.features), indices).values()):
+                result[name] = column.to_pandas().to_numpy()
+        return result
+
+    def _join_spark(
+        self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max
+    ) -> pd.DataFrame:
+        from pyspark.sql import functions as F
+
+        from feature_pipelines.pit_join_spark import ROW_ID, asof_join_spark
+
+        spark = self.spark
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        indexed = frame.reset_index(drop=True)
+        observations = spark.createDataFrame(indexed.assign(**{ROW_ID: np.arange(len(indexed), dtype=np.int64)}))
+        requests = []
+        for selection in selections:
+            feature_set = selection.feature_set
+            columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
+            rows = self._spark_rows(selection, t_min, t_max, columns)
+            requests.append((
+                feature_set.entity_names, rows, feature_set.timestamp, list(selection.features),
+                list(selection.columns), feature_set.delay, feature_set.ttl,
+            ))
+        joined = asof_join_spark(observations, timestamp_column, requests)
+        out = joined.drop(ROW_ID).toPandas()
+        for column in frame.columns:
+            if column in out and isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                out[column] = out[column].dt.tz_localize("UTC") if out[column].dt.tz is None else out[column]
+        out.index = frame.index
+        return out
+
+    def _spark_rows(self, selection: FeatureSelection, t_min, t_max, columns: list[str]):
+        feature_set = selection.feature_set
+        files = []
+        if self.offline.exists(feature_set):
+            table = self.offline.table(feature_set)
+            first, last = self._key_range(feature_set, t_min, t_max)
+            files = data_files(table, partition_column=WINDOW_KEY_COLUMN, first_partition=first, last_partition=last)
+        if not files:
+            return self.spark.createDataFrame([], _spark_schema(feature_set, columns))
+        return self.spark.read.option("basePath", table.table_uri).parquet(*files).select(*columns)
+
+    # --- online ---------------------------------------------------------------------------------
+
+    def get_online_features(
+        self,
+        spec: SpecLike,
+        entity_rows: pd.DataFrame | Iterable[dict[str, Any]],
+        *,
+        now: datetime | None = None,
+        full_names: bool | None = None,
+        as_frame: bool = True,
+    ) -> pd.DataFrame | dict[str, list]:
+        """Latest values from Redis for each entity row, in one round trip.
+
+        A value older than the feature set's temporal_join_lookback at `now` is missing (None).
+        """
+        if self.online is None:
+            raise RetrievalError("no online store configured; set REDIS_URL or pass online=RedisOnlineStore(...).")
+        selections = self.resolve(spec, full_names)
+        rows = entity_rows if isinstance(entity_rows, pd.DataFrame) else pd.DataFrame(list(entity_rows))
+        for selection in selections:
+            missing = [k for k in selection.feature_set.entity_names if k not in rows.columns]
+            if missing:
+                raise RetrievalError(
+                    f"entity rows lack key column(s) {missing} of feature set {selection.feature_set.key}."
+                )
+        moment = now or datetime.now(timezone.utc)
+        if moment.tzinfo is None:
+            raise RetrievalError("now is a naive datetime; give it a time zone (UTC).")
+        requests = [(s.feature_set, rows[s.feature_set.entity_names].values.tolist()) for s in selections]
+        values = self.online.read_many(requests)
+        columns: dict[str, list] = {c: rows[c].tolist() for c in rows.columns}
+        for selection, stored in zip(selections, values):
+            ttl = selection.feature_set.ttl
+            for feature, column in zip(selection.features, selection.columns):
+                columns[column] = [
+                    None if v is None or (ttl is not None and moment - v.ts > ttl) else v.features.get(feature)
+                    for v in stored
+                ]
+        return pd.DataFrame(columns, index=rows.index) if as_frame else columns
+
+
+def _empty(offline: DeltaOfflineStore, feature_set: FeatureSet, columns: list[str]) -> pa.Table:
+    from feature_pipelines.offline_store import offline_schema
+
+    schema = offline_schema(feature_set)
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
+
+
+def _spark_schema(feature_set: FeatureSet, columns: list[str]):
+    from pyspark.sql import types as T
+
+    from feature_pipelines.dtypes import spark_type
+
+    dtypes = {e.name: e.dtype for e in feature_set.entities} | {f.name: f.dtype for f in feature_set.features}
+    dtypes[feature_set.timestamp] = "timestamp"
+    return T.StructType([T.StructField(c, spark_type(dtypes[c]), True) for c in columns])
+
+
+def _micros_floor(t: pd.Series) -> np.ndarray:
+    return t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1000
+
+
+def _micros_ceil(t: pd.Series) -> np.ndarray:
+    return -((-t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)) // 1000)
+
+
+def _delta_micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _write(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if output_format == "delta":
+        write_deltalake(str(output), table, mode="overwrite")
+    elif output_format == "parquet":
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, str(output))
+    else:
+        raise RetrievalError(f"output format {output_format!r} is unknown; use 'parquet' or 'delta'.")
+    return str(output)

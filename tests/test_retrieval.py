@@ -1,0 +1,147 @@
+"""Retrieval end to end on materialized example feature sets: consistency, leakage, bad input."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from feature_pipelines.catalog import load_catalog
+from feature_pipelines.errors import RetrievalError
+from feature_pipelines.materialize import Stores, materialize_windows
+from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.retrieval import FeatureStore
+from feature_pipelines.retrieval_spec import RetrievalSpec
+from feature_pipelines.windows import windows_between
+from tests.conftest import PROJECT_DIR
+
+pytestmark = pytest.mark.integration
+UTC = timezone.utc
+CATALOG = load_catalog(PROJECT_DIR / "feature_defs")
+SPEC = RetrievalSpec.of(
+    ["transactions:1:amount_sum_7d", "transactions:1:txn_count_30d", "transactions:1:amount_max_7d",
+     "accounts:1:*", "merchants:1:txn_count_1d", "merchants:1:online_share_1d"],
+    name="fraud",
+)
+
+
+def materialize_through(spark, stores: Stores, name: str, last: str) -> None:
+    spec = CATALOG.get(name)
+    keys = [w.key for w in windows_between(spec, "2024-01-01", last)]
+    materialize_windows(spark, spec, keys, stores)
+
+
+@pytest.fixture(scope="module")
+def store(spark, tmp_path_factory: pytest.TempPathFactory, sample_sources: str, redis_server) -> FeatureStore:
+    # Redis database 1: the per-test fixtures flush database 0.
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
+    client.flushdb()
+    root = tmp_path_factory.mktemp("retrieval")
+    stores = Stores(sample_sources, DeltaOfflineStore(str(root / "offline")), RedisOnlineStore(client), root / "staging")
+    # Sample data covers 2024-01-01 .. 2024-02-09. T is the last instant of 2024-02-19: every row
+    # with ts <= T - source_delay is materialized and none later, as production would see at T.
+    materialize_through(spark, stores, "transactions", "2024-02-19")
+    materialize_through(spark, stores, "accounts", "2024-02-19")
+    materialize_through(spark, stores, "merchants", "2024-02-18")  # source_delay is 1 day
+    return FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+
+
+T = datetime(2024, 2, 19, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def test_online_equals_inference_at_T(store: FeatureStore) -> None:
+    accounts = store.offline.read(CATALOG.get("accounts")).column("account_id").unique().to_pylist()
+    merchants = store.offline.read(CATALOG.get("merchants")).column("merchant_id").unique().to_pylist()
+    rng = np.random.default_rng(3)
+    entities = pd.DataFrame({
+        "account_id": accounts + ["a999999"] * 3,
+        "merchant_id": list(rng.choice(merchants, len(accounts))) + ["m99999", merchants[0], merchants[1]],
+    })
+    offline = store.get_inference_features(entities, SPEC, as_of=T)
+    online = store.get_online_features(SPEC, entities, now=T)
+    pd.testing.assert_frame_equal(_objects(online), _objects(offline))
+    # The cases that matter are all present: values, entities never seen, values past the lookback.
+    assert offline["amount_sum_7d"].notna().sum() > 50
+    assert offline.loc[offline.account_id == "a999999", "credit_limit"].isna().all()
+    # Merchant rows are at most 7 days old to be used (temporal_join_lookback); sample data ends
+    # 2024-02-09, so at T every merchant value is past its lookback, online and offline alike.
+    assert offline["txn_count_1d"].isna().all()
+    # ... but a week earlier they are there, in both.
+    earlier = T - timedelta(days=9)
+    assert store.get_inference_features(entities, SPEC, as_of=earlier)["txn_count_1d"].notna().sum() > 10
+
+
+def _objects(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.reset_index(drop=True).astype(object)
+    return out.where(pd.notna(out), None)
+
+
+def test_training_join_never_leaks_future_values(store: FeatureStore) -> None:
+    """Observed one microsecond before a row's ts, the row is in the future and must not be used."""
+    rows = store.offline.read(CATALOG.get("transactions")).to_pandas()
+    rows["ts"] = rows["ts"].astype("datetime64[ns, UTC]")
+    sample = rows.sample(300, random_state=1).reset_index(drop=True)
+    before = sample[["account_id"]].assign(event_timestamp=sample["ts"] - pd.Timedelta(microseconds=1))
+    at = sample[["account_id"]].assign(event_timestamp=sample["ts"])
+    # The row each observation may use: the latest one strictly before the sampled row.
+    previous = pd.merge_asof(
+        before.reset_index().sort_values("event_timestamp"),
+        rows.sort_values("ts")[["account_id", "ts", "amount_sum_30d"]],
+        left_on="event_timestamp", right_on="ts", by="account_id", direction="backward",
+    ).sort_values("index")["amount_sum_30d"].to_numpy()
+    for engine in ("local", "spark"):
+        got_at = store.get_offline_features(at, ["transactions:1:amount_sum_30d"], engine=engine)
+        got_before = store.get_offline_features(before, ["transactions:1:amount_sum_30d"], engine=engine)
+        np.testing.assert_array_equal(got_at["amount_sum_30d"].to_numpy(dtype=float), sample["amount_sum_30d"].to_numpy())
+        np.testing.assert_array_equal(got_before["amount_sum_30d"].to_numpy(dtype=float), previous.astype(float))
+        assert (got_before["amount_sum_30d"].to_numpy(dtype=float) != sample["amount_sum_30d"].to_numpy()).any()
+
+
+def test_training_dataset_keeps_rows_order_and_columns(store: FeatureStore, tmp_path: Path) -> None:
+    obs = pd.DataFrame({
+        "account_id": ["a000003", "a000001", "a000003", "nobody", "a000001"],
+        "event_timestamp": pd.to_datetime(["2024-02-01", "2024-01-15", "2024-02-01", "2024-01-20", "2024-01-02"], utc=True),
+        "label": [1, 0, 1, 0, 1],
+    }, index=[10, 11, 12, 13, 14])
+    out = store.get_offline_features(obs, ["transactions:1:txn_count_7d", "accounts:1:segment"], full_names=True)
+    assert list(out.columns) == ["account_id", "event_timestamp", "label", "transactions__txn_count_7d", "accounts__segment"]
+    assert list(out.index) == [10, 11, 12, 13, 14] and out.loc[13].isna()[["transactions__txn_count_7d", "accounts__segment"]].all()
+    assert out.loc[10].equals(out.loc[12])
+    path = store.get_offline_features(obs, ["accounts:1:segment"], output=tmp_path / "train.parquet")
+    assert pd.read_parquet(path)["segment"].tolist() == out["accounts__segment"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("observations", "spec", "message"),
+    [
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"])}),
+         ["accounts:1:segment"], "'event_timestamp' holds naive timestamps"),
+        (pd.DataFrame({"customer": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:1:segment"], r"lack entity key column\(s\) \['account_id'\] of feature set accounts_v1"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:1:favourite_colour"], "accounts_v1 has no feature 'favourite_colour'"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:2:segment"], "feature set 'accounts' has no version 2"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-03-05"], utc=True)}),
+         ["accounts:1:segment"], "accounts_v1 is missing 15 window\\(s\\) that these observations need: 2024-02-20..2024-03-05"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["transactions:1:txn_count_1d", "merchants:1:txn_count_1d"], "set full_names: true"),
+    ],
+)
+def test_bad_retrieval_input_is_rejected_and_nothing_written(store: FeatureStore, tmp_path: Path, observations, spec, message) -> None:
+    output = tmp_path / "never.parquet"
+    with pytest.raises(RetrievalError, match=message):
+        store.get_offline_features(observations, spec, output=output, now=datetime(2024, 3, 10, tzinfo=UTC))
+    assert not output.exists()
+
+
+def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> None:
+    store = FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+    obs = pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-01-03 12:00"], utc=True)})
+    with pytest.raises(RetrievalError, match="accounts_v1 was never materialized .*: 2024-01-01..2024-01-03"):
+        store.get_offline_features(obs, ["accounts:1:segment"])

@@ -20,7 +20,7 @@ from dagster import (
     TimeWindowPartitionsDefinition,
     asset,
 )
-from dagster_pyspark import PySparkResource
+from dagster_pyspark import LazyPySparkResource
 
 from feature_pipelines.materialize import Stores, materialize_windows
 from feature_pipelines.metadata import definition_metadata, materialization_metadata
@@ -87,7 +87,7 @@ def _build(feature_set: FeatureSet, file: Path | None, offline_uri: str, kinds: 
     )
     def _materialize(
         context: AssetExecutionContext,
-        pyspark: PySparkResource,
+        pyspark: LazyPySparkResource,
         sources: SourcesResource,
         offline_store: OfflineStoreResource,
         online_store: OnlineStoreResource,

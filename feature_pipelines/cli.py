@@ -96,7 +96,7 @@ def demo(scale: int, days: int) -> None:
     from feature_pipelines.local_redis import LocalRedisServer
     from feature_pipelines.online_store import RedisOnlineStore
     from feature_pipelines.runs import materialize_range
-    from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data
+    from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data, write_sample_observations
     from feature_pipelines.settings import Settings
 
     import redis
@@ -106,6 +106,8 @@ def demo(scale: int, days: int) -> None:
     click.echo(f"DAGSTER_HOME={home}\ndata folder: {settings.data_dir}")
     counts = generate_sample_data(settings.source_root, SampleSize.for_scale(scale, days=days))
     click.echo("sample data: " + ", ".join(f"{k}={v} rows" for k, v in counts.items()))
+    observations = str(settings.data_dir / "observations" / "fraud_labels.parquet")
+    write_sample_observations(settings.source_root, observations)
     catalog = load_catalog(settings.feature_defs_dir)
     defs = build_definitions(settings, catalog)
     first = SAMPLE_START.strftime("%Y-%m-%d")
@@ -130,7 +132,110 @@ def demo(scale: int, days: int) -> None:
             click.echo(f"\nonline value of transactions for account a000000 (ts {value.ts.isoformat()}):")
             for name, feature in value.features.items():
                 click.echo(f"  {name} = {feature}")
-    click.echo(f"\nSee it in the UI: DAGSTER_HOME={home} dagster dev -w workspace.yaml")
+    click.echo(f"\nlabelled observations for a training set: {observations}")
+    click.echo("  .venv/bin/featurestore training-set fraud_model --observations " + observations)
+    click.echo("  .venv/bin/featurestore online fraud_model account_id=a000000 merchant_id=m00000 --at "
+               + (SAMPLE_START + timedelta(days=days)).isoformat())
+    click.echo(f"\nSee it in the UI: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+
+
+@main.command("training-set")
+@click.argument("spec")
+@click.option("--observations", required=True, help="Delta table or Parquet path: entity keys, a UTC timestamp, labels.")
+@click.option("--timestamp-column", default="event_timestamp", show_default=True)
+@click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/training/<run id>.parquet).")
+@click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
+@_friendly
+def training_set(spec: str, observations: str, timestamp_column: str, output: str, output_format: str, engine: str) -> None:
+    """Build a point-in-time correct training set for retrieval spec SPEC, as a Dagster run."""
+    config = {"observations": observations, "timestamp_column": timestamp_column, "output": output,
+              "output_format": output_format, "engine": engine}
+    _run_dataset(spec, "training", config)
+
+
+@main.command("inference-set")
+@click.argument("spec")
+@click.option("--entities", required=True, help="Delta table or Parquet path of the entity keys to score.")
+@click.option("--as-of", required=True, help="Inference time, ISO 8601 with a zone, e.g. 2024-02-01T00:00:00+00:00.")
+@click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/inference/<run id>.parquet).")
+@click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
+@_friendly
+def inference_set(spec: str, entities: str, as_of: str, output: str, output_format: str, engine: str) -> None:
+    """Build the batch-inference features of SPEC for some entities at one time, as a Dagster run."""
+    config = {"entities": entities, "as_of": as_of, "output": output, "output_format": output_format, "engine": engine}
+    _run_dataset(spec, "inference", config)
+
+
+@main.command()
+@click.argument("spec")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--at", "at", default=None,
+              help="Judge value ages (temporal_join_lookback) at this ISO time instead of now, e.g. 2024-03-01T00:00:00+00:00.")
+@_friendly
+def online(spec: str, keys: tuple[str, ...], at: str | None) -> None:
+    """Online features of SPEC for one entity, given as KEY=VALUE pairs (e.g. account_id=a000001)."""
+    from feature_pipelines.datasets import parse_time
+
+    from feature_pipelines.retrieval import FeatureStore
+    from feature_pipelines.settings import Settings
+
+    row: dict[str, str] = {}
+    for pair in keys:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEYS")
+        name, value = pair.split("=", 1)
+        row[name] = value
+    settings = Settings.from_env()
+    with _online_server(settings) as url:
+        import redis
+
+        from feature_pipelines.online_store import RedisOnlineStore
+
+        store = FeatureStore.from_env(settings, online=RedisOnlineStore(redis.Redis.from_url(url), url))
+        frame = store.get_online_features(_spec_path(settings, spec), [row], now=parse_time(at, "--at") if at else None)
+    for column, value in frame.iloc[0].items():
+        click.echo(f"{column} = {value}")
+
+
+def _spec_path(settings: Any, spec: str) -> str:
+    """A retrieval spec given by file path, or by name in feature_defs/retrieval_specs/."""
+    from pathlib import Path
+
+    if Path(spec).exists():
+        return spec
+    candidate = settings.feature_defs_dir / "retrieval_specs" / f"{spec}.yaml"
+    if candidate.exists():
+        return str(candidate)
+    from feature_pipelines.errors import RetrievalError
+
+    raise RetrievalError(f"retrieval spec {spec!r} is neither a file nor a spec in {candidate.parent}.")
+
+
+def _run_dataset(spec: str, kind: str, config: dict[str, Any]) -> None:
+    from dagster import DagsterInstance
+
+    from feature_pipelines.code_location import build_definitions
+    from feature_pipelines.dagster_home import ensure_dagster_home
+    from feature_pipelines.retrieval_spec import RetrievalSpec
+    from feature_pipelines.runs import run_job
+    from feature_pipelines.settings import Settings
+
+    ensure_dagster_home()
+    settings = Settings.from_env()
+    name = RetrievalSpec.from_yaml(_spec_path(settings, spec)).name
+    defs = build_definitions(settings)
+    click.echo(f"building the {kind} set of {name} ...")
+    with DagsterInstance.get() as instance:
+        op_config = {k: v for k, v in config.items() if v != ""}
+        metadata, run_id = run_job(
+            defs, instance, f"{kind}_dataset_{name}", {"ops": {f"datasets__{name}__{kind}": {"config": op_config}}}
+        )
+    click.echo(f"{metadata.get('dagster/row_count', 0)} rows -> {metadata.get('output')}  (run {run_id})")
+    for key, value in metadata.items():
+        if key.startswith("match_rate/"):
+            click.echo(f"  match rate {key.split('/', 1)[1]}: {value:.2%}")
 
 
 def _print_outcome(key: str, outcome: Any) -> None:

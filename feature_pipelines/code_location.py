@@ -6,6 +6,8 @@ from dagster import Definitions, define_asset_job
 
 from feature_pipelines.assets import feature_set_asset, partitions_def, source_spec
 from feature_pipelines.catalog import Catalog, load_catalog
+from feature_pipelines.datasets import dataset_assets, dataset_key
+from feature_pipelines.retrieval_spec import load_retrieval_specs
 from feature_pipelines.resources import build_resources
 from feature_pipelines.settings import Settings
 from feature_pipelines.spec import FeatureSet
@@ -20,13 +22,20 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     settings = settings or Settings.from_env()
     catalog = catalog if catalog is not None else load_catalog(settings.feature_defs_dir)
     sources = {fs.source.name: fs.source for fs in catalog}
+    specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
+    datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir)]
     assets = [feature_set_asset(fs, catalog.file_of(fs), settings.offline_uri) for fs in catalog]
     jobs = [
         define_asset_job(materialize_job_name(fs), selection=[fs.key], partitions_def=partitions_def(fs))
         for fs in catalog
     ]
+    jobs += [
+        define_asset_job(f"{kind}_dataset_{spec.name}", selection=[dataset_key(spec, kind)])
+        for spec in specs
+        for kind in ("training", "inference")
+    ]
     return Definitions(
-        assets=[*assets, *(source_spec(s, settings.source_root) for s in sources.values())],
+        assets=[*assets, *datasets, *(source_spec(s, settings.source_root) for s in sources.values())],
         jobs=jobs,
         resources=build_resources(settings),
     )

@@ -6,10 +6,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from feature_pipelines.materialize import MaterializationResult
+from feature_pipelines.retrieval_spec import FeatureSelection
 from feature_pipelines.spec import FeatureSet
+
+_PREVIEW_ROWS = 10
 
 
 def column_schema(feature_set: FeatureSet) -> TableSchema:
@@ -89,3 +93,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+
+
+def dataset_metadata(
+    frame: pd.DataFrame, selections: list[FeatureSelection], timestamp_column: str | None, output: str
+) -> dict[str, Any]:
+    """What a training or inference dataset holds: rows, match and null rates, time range, preview."""
+    rows = len(frame)
+    metadata: dict[str, Any] = {"dagster/row_count": rows, "output": MetadataValue.path(output)}
+    lines = ["| feature set | match rate | feature | null rate |", "|---|---|---|---|"]
+    for selection in selections:
+        values = frame[list(selection.columns)]
+        matched = float(values.notna().any(axis=1).mean()) if rows else 0.0
+        metadata[f"match_rate/{selection.feature_set.key}"] = round(matched, 4)
+        for column in selection.columns:
+            nulls = float(values[column].isna().mean()) if rows else 0.0
+            lines.append(f"| {selection.feature_set.key} | {matched:.2%} | {column} | {nulls:.2%} |")
+    metadata["feature_coverage"] = MetadataValue.md("\n".join(lines))
+    if timestamp_column and rows:
+        metadata["observation_time_range"] = f"{frame[timestamp_column].min().isoformat()} .. {frame[timestamp_column].max().isoformat()}"
+    metadata["preview"] = MetadataValue.md(frame.head(_PREVIEW_ROWS).to_markdown(index=False) if rows else "_empty_")
+    return metadata

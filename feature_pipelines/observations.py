@@ -17,9 +17,11 @@ def load_observations(observations: pd.DataFrame | str | Path) -> pd.DataFrame:
     if isinstance(observations, pd.DataFrame):
         return observations
     path = str(observations)
-    if DeltaTable.is_deltatable(path):
-        return DeltaTable(path).to_pandas()
-    if Path(path).exists():
+    local = Path(path)
+    if "://" in path or (local / "_delta_log").is_dir():
+        if DeltaTable.is_deltatable(path):
+            return DeltaTable(path).to_pandas()
+    if local.exists():
         return pq.read_table(path).to_pandas()
     raise RetrievalError(f"observations {path!r} is neither a Delta table nor a Parquet file or folder.")
 

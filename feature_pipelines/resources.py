@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from dagster import ConfigurableResource, InitResourceContext
-from dagster_pyspark import PySparkResource
+from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
 from feature_pipelines.local_redis import LocalRedisServer
@@ -93,7 +93,8 @@ def spark_config(settings: Settings) -> dict[str, Any]:
 def build_resources(settings: Settings) -> dict[str, Any]:
     """The resources every feature store asset and job uses."""
     return {
-        "pyspark": PySparkResource(spark_config=spark_config(settings)),
+        # Lazy: runs that never touch Spark (a local-engine training set) do not start a JVM.
+        "pyspark": LazyPySparkResource(spark_config=spark_config(settings)),
         "sources": SourcesResource(root=settings.source_root, storage_options=settings.source_storage_options),
         "offline_store": OfflineStoreResource(
             uri=settings.offline_uri,

@@ -116,7 +116,7 @@ class FeatureStore:
             result = self._join_local(frame, t, selections, t_min, t_max)
         if output is None:
             return result
-        return _write(result, Path(output) if "://" not in str(output) else output, output_format)
+        return write_frame(result, output, output_format)
 
     def get_inference_features(
         self,
@@ -140,7 +140,7 @@ class FeatureStore:
         )
         assert isinstance(result, pd.DataFrame)
         result = result.drop(columns=column)
-        return result if output is None else _write(result, output, "parquet")
+        return result if output is None else write_frame(result, output, "parquet")
 
     def resolve(self, spec: SpecLike, full_names: bool | None = None) -> list[FeatureSelection]:
         if isinstance(spec, RetrievalSpec):
@@ -342,7 +342,8 @@ def _delta_micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _write(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:
+def write_frame(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:
+    """Write a retrieval result as one Parquet file or a Delta table; return the path."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if output_format == "delta":
         write_deltalake(str(output), table, mode="overwrite")

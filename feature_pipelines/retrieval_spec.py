@@ -127,6 +127,18 @@ class RetrievalSpec:
         return selections
 
 
+def load_retrieval_specs(folder: Path) -> list[RetrievalSpec]:
+    """Every `*.yaml` retrieval spec in `folder` (none when it does not exist)."""
+    if not folder.is_dir():
+        return []
+    specs = [RetrievalSpec.from_yaml(f) for f in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])]
+    names = [s.name for s in specs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise RetrievalError(f"retrieval specs in {folder}: names {duplicated} are used twice; names must be unique.")
+    return specs
+
+
 def full_name(feature_set: FeatureSet, feature: str) -> str:
     """The unambiguous output name of a feature: `feature_set__feature`."""
     return f"{feature_set.name}__{feature}"

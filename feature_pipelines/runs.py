@@ -27,10 +27,35 @@ def materialize_range(
 ) -> RunOutcome:
     """Materialize windows `first..last` of `feature_set` in one run (one Spark job, one commit)."""
     windows = windows_between(feature_set, first, last)
-    job = defs.resolve_job_def(materialize_job_name(feature_set))
     tags = {RANGE_START_TAG: windows[0].key, RANGE_END_TAG: windows[-1].key}
+    metadata, run_id = run_job(defs, instance, materialize_job_name(feature_set), tags=tags)
+    return RunOutcome(run_id=run_id, windows=len(windows), metadata=metadata)
+
+
+def _feature_store_cause(exc: BaseException) -> FeatureStoreError | None:
+    """Dagster wraps errors raised in an asset; find ours so the CLI can print its message."""
+    current: BaseException | None = exc
+    visited: set[int] = set()
+    while current is not None and id(current) not in visited:  # chains can loop
+        if isinstance(current, FeatureStoreError):
+            return current
+        visited.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def run_job(
+    defs: Definitions,
+    instance: DagsterInstance,
+    job_name: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> tuple[dict, str]:
+    """Execute a job in process, recorded on the instance; return its last materialization's metadata
+    and the run id. A FeatureStoreError raised inside is re-raised as itself, for a clean CLI message."""
+    job = defs.resolve_job_def(job_name)
     try:
-        result = job.execute_in_process(instance=instance, tags=tags)
+        result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags)
     except Exception as exc:
         cause = _feature_store_cause(exc)
         if cause is not None:
@@ -38,14 +63,4 @@ def materialize_range(
         raise
     events = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
-    return RunOutcome(run_id=result.run_id, windows=len(windows), metadata=metadata)
-
-
-def _feature_store_cause(exc: BaseException) -> FeatureStoreError | None:
-    """Dagster wraps errors raised in an asset; find ours so the CLI can print its message."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, FeatureStoreError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return metadata, result.run_id

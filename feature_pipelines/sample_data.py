@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
 
 from feature_pipelines.settings import resolve_path
 
@@ -113,3 +115,25 @@ def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
             "is_premium": pa.array((segment == "affluent") | (limit >= 10000.0)),
         }
     )
+
+
+def write_sample_observations(source_root: str, path: str, rows: int = 2_000, seed: int = 7) -> int:
+    """Labelled observations for the fraud example: a transaction's account and merchant, the time
+    it was scored, and a label. Written as one Parquet file; returns the row count."""
+    transactions = DeltaTable(resolve_path(source_root, "transactions")).to_pyarrow_table(
+        columns=["account_id", "merchant_id", "amount", "event_time"]
+    )
+    rng = np.random.default_rng(seed)
+    picked = transactions.take(np.sort(rng.choice(transactions.num_rows, min(rows, transactions.num_rows), replace=False)))
+    amount = picked.column("amount").to_numpy()
+    # Large amounts are likelier to be fraud, so a model has something to learn.
+    fraud = rng.random(picked.num_rows) < np.clip(amount / 2_000.0, 0.01, 0.6)
+    table = pa.table({
+        "account_id": picked.column("account_id"),
+        "merchant_id": picked.column("merchant_id"),
+        "event_timestamp": picked.column("event_time"),
+        "is_fraud": pa.array(fraud),
+    })
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return table.num_rows

@@ -145,3 +145,84 @@ def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> 
     obs = pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-01-03 12:00"], utc=True)})
     with pytest.raises(RetrievalError, match="accounts_v1 was never materialized .*: 2024-01-01..2024-01-03"):
         store.get_offline_features(obs, ["accounts:1:segment"])
+
+
+def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> "Settings":
+    from feature_pipelines.settings import Settings
+
+    return Settings(
+        feature_defs_dir=PROJECT_DIR / "feature_defs", data_dir=tmp_path / "data", source_root=str(tmp_path / "none"),
+        offline_uri=store.offline.root, staging_dir=tmp_path / "staging", redis_url=redis_url, spark_master="local[2]",
+    )
+
+
+def test_training_dataset_job_records_a_versioned_materialization(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    from dagster import AssetKey, instance_for_test
+
+    from feature_pipelines.code_location import build_definitions
+    from feature_pipelines.runs import run_job
+
+    observations = tmp_path / "obs.parquet"
+    pd.DataFrame({
+        "account_id": ["a000001", "a000002", "nobody"],
+        "merchant_id": ["m00001", "m00002", "m00003"],
+        "event_timestamp": pd.to_datetime(["2024-01-20", "2024-02-05", "2024-02-05"], utc=True),
+        "is_fraud": [True, False, False],
+    }).to_parquet(observations)
+    defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
+    with instance_for_test() as instance:
+        config = {"ops": {"datasets__fraud_model__training": {"config": {"observations": str(observations)}}}}
+        metadata, run_id = run_job(defs, instance, "training_dataset_fraud_model", config)
+        assert instance.get_latest_materialization_event(AssetKey(["datasets", "fraud_model", "training"])).run_id == run_id
+    assert metadata["dagster/row_count"] == 3
+    assert metadata["match_rate/accounts_v1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metadata["observation_time_range"].startswith("2024-01-20")
+    assert "| transactions_v1 |" in metadata["feature_coverage"] and "a000001" in metadata["preview"]
+    written = pd.read_parquet(metadata["output"])
+    assert run_id in metadata["output"] and list(written["is_fraud"]) == [True, False, False]
+    assert "accounts__segment" in written.columns  # the spec asks for full names
+
+
+def test_training_dataset_job_runs_from_dagster_cli(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    import os
+    import subprocess
+    import sys
+
+    observations = tmp_path / "obs.parquet"
+    pd.DataFrame({"account_id": ["a000001"], "merchant_id": ["m00001"],
+                  "event_timestamp": pd.to_datetime(["2024-01-20"], utc=True)}).to_parquet(observations)
+    (tmp_path / "run.yaml").write_text(
+        "ops:\n  datasets__fraud_model__training:\n    config:\n"
+        f"      observations: {observations}\n      output: {tmp_path / 'train.parquet'}\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, DAGSTER_HOME=str(home), FEATURESTORE_OFFLINE_URI=store.offline.root,
+               FEATURESTORE_DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_server.url)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    run = subprocess.run(
+        [dagster, "job", "execute", "-m", "feature_pipelines.definitions", "-j", "training_dataset_fraud_model",
+         "-c", str(tmp_path / "run.yaml")],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "train.parquet")["transactions__txn_count_7d"].notna().all()
+
+
+def test_inference_dataset_job_equals_the_api(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    from dagster import instance_for_test
+
+    from feature_pipelines.code_location import build_definitions
+    from feature_pipelines.runs import run_job
+
+    entities = pd.DataFrame({"account_id": ["a000001", "a000005"], "merchant_id": ["m00001", "m00002"]})
+    entities.to_parquet(tmp_path / "entities.parquet")
+    defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
+    config = {"entities": str(tmp_path / "entities.parquet"), "as_of": "2024-02-01T12:00:00+00:00"}
+    with instance_for_test() as instance:
+        metadata, _ = run_job(defs, instance, "inference_dataset_fraud_model",
+                              {"ops": {"datasets__fraud_model__inference": {"config": config}}})
+    expected = store.get_inference_features(entities, PROJECT_DIR / "feature_defs/retrieval_specs/fraud_model.yaml",
+                                            as_of=datetime(2024, 2, 1, 12, tzinfo=UTC))
+    pd.testing.assert_frame_equal(pd.read_parquet(metadata["output"]), expected, check_dtype=False)
+    assert metadata["as_of"] == "2024-02-01T12:00:00+00:00"

@@ -1,27 +1,25 @@
 """The online store: the latest feature values per entity, in Redis.
 
 Each entity of a feature set version is one string key, `fs:<name>:v<version>:<keys>`,
-whose value is a fixed-width `ts` in microseconds, a separator, and the features as JSON.
+whose value starts with a fixed-width `ts` in microseconds (layout: `online_codec.py`).
 A Lua script compares the stored and new `ts` and writes only when the new one is greater
 or equal, so "newer wins" holds atomically inside Redis however publishes interleave.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import redis
 
 from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.online_codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
 from feature_pipelines.spec import FeatureSet
 
-_TS_WIDTH = 20
 _KEY_SEPARATOR = "\x1f"
 _CHUNK = 500
 
@@ -36,7 +34,7 @@ for i, key in ipairs(KEYS) do
   end
 end
 return written
-""" % (_TS_WIDTH, _TS_WIDTH)
+""" % (TS_WIDTH, TS_WIDTH)
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,7 @@ class RedisOnlineStore:
         self._client = client
         self._url = url
         self._script = client.register_script(_NEWER_WINS)
+        self._codecs: dict[str, RowCodec] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -73,14 +72,15 @@ class RedisOnlineStore:
 
     def publish(self, feature_set: FeatureSet, batches: Iterable[pa.RecordBatch]) -> PublishResult:
         """Write each row (keys, ts, features) unless Redis holds a newer value for its entity."""
-        keys_cols, ts_col, features = feature_set.entity_names, feature_set.timestamp, feature_set.feature_names
+        keys_cols, ts_col = feature_set.entity_names, feature_set.timestamp
+        codec = self.codec(feature_set)
         rows = written = 0
         keys: list[str] = []
-        values: list[str] = []
+        values: list[bytes] = []
         for batch in batches:
             for record in batch.to_pylist():
                 keys.append(self.key(feature_set, [record[k] for k in keys_cols]))
-                values.append(_encode(record[ts_col], {f: record[f] for f in features}))
+                values.append(codec.encode(record[ts_col], record))
                 if len(keys) >= _CHUNK:
                     written += self._write(feature_set, keys, values)
                     rows += len(keys)
@@ -90,7 +90,13 @@ class RedisOnlineStore:
             rows += len(keys)
         return PublishResult(rows=rows, written=written)
 
-    def _write(self, feature_set: FeatureSet, keys: list[str], values: list[str]) -> int:
+    def codec(self, feature_set: FeatureSet) -> RowCodec:
+        codec = self._codecs.get(feature_set.key)
+        if codec is None:
+            codec = self._codecs[feature_set.key] = RowCodec(feature_set)
+        return codec
+
+    def _write(self, feature_set: FeatureSet, keys: list[str], values: list[bytes]) -> int:
         try:
             return int(self._script(keys=keys, args=values))
         except redis.RedisError as exc:
@@ -101,15 +107,14 @@ class RedisOnlineStore:
 
     def read(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[OnlineValue | None]:
         """The stored value of each entity, in order; None where nothing is stored."""
-        try:
-            raw = self._client.mget([self.key(feature_set, e) for e in entities]) if entities else []
-        except redis.RedisError as exc:
-            raise OnlineStoreError(f"feature set {feature_set.key}: reading Redis {self._url} failed: {exc}.") from exc
-        return [None if value is None else _decode(value) for value in raw]
+        decoded = self.read_many([(feature_set, entities)])[0]
+        names = list(decoded.columns)
+        return [
+            None if ts < 0 else OnlineValue(micros_to_datetime(int(ts)), {n: decoded.columns[n][i] for n in names})
+            for i, ts in enumerate(decoded.ts_micros)
+        ]
 
-    def read_many(
-        self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]
-    ) -> list[list[OnlineValue | None]]:
+    def read_many(self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]) -> list[DecodedValues]:
         """Several feature sets' values in one round trip (one pipelined MGET per set)."""
         pipeline = self._client.pipeline(transaction=False)
         for feature_set, entities in requests:
@@ -122,33 +127,11 @@ class RedisOnlineStore:
         except redis.RedisError as exc:
             raise OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).") from exc
         return [
-            [None if value is None else _decode(value) for value in (reply if entities else [])]
-            for (_, entities), reply in zip(requests, replies)
+            self.codec(feature_set).decode_many(list(reply) if entities else [])
+            for (feature_set, entities), reply in zip(requests, replies)
         ]
 
     def count(self, feature_set: FeatureSet) -> int:
         """How many entities hold a value (scans the namespace: for tests and summaries)."""
         pattern = f"fs:{feature_set.name}:v{feature_set.version}:*"
         return sum(1 for _ in self._client.scan_iter(match=pattern, count=1000))
-
-
-def _encode(ts: datetime, features: dict[str, Any]) -> str:
-    micros = int((ts - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 1_000_000) if ts.tzinfo else None
-    if micros is None or micros < 0:
-        raise OnlineStoreError(f"timestamp {ts!r} cannot be published: it must be UTC-aware and after 1970.")
-    return f"{micros:0{_TS_WIDTH}d}|" + json.dumps({k: _jsonable(v) for k, v in features.items()}, separators=(",", ":"))
-
-
-def _decode(raw: bytes | str) -> OnlineValue:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    micros = int(text[:_TS_WIDTH])
-    ts = datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
-    return OnlineValue(ts=ts, features=json.loads(text[_TS_WIDTH + 1 :]))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    return value

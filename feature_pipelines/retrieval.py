@@ -53,6 +53,7 @@ class FeatureStore:
         self.online = online
         self._spark = spark
         self.local_engine_max_rows = local_engine_max_rows
+        self._resolved: dict[tuple, list[FeatureSelection]] = {}
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
@@ -143,6 +144,14 @@ class FeatureStore:
         return result if output is None else write_frame(result, output, "parquet")
 
     def resolve(self, spec: SpecLike, full_names: bool | None = None) -> list[FeatureSelection]:
+        """The selections a spec names; cached, since online lookups resolve the same spec per call."""
+        cache_key = (spec if isinstance(spec, (RetrievalSpec, str, Path)) else tuple(spec), full_names)
+        cached = self._resolved.get(cache_key)
+        if cached is None:
+            cached = self._resolved[cache_key] = self._resolve(spec, full_names)
+        return cached
+
+    def _resolve(self, spec: SpecLike, full_names: bool | None) -> list[FeatureSelection]:
         if isinstance(spec, RetrievalSpec):
             retrieval = spec
         elif isinstance(spec, (str, Path)) and (str(spec).endswith((".yaml", ".yml")) or Path(spec).exists()):
@@ -301,16 +310,27 @@ class FeatureStore:
         if moment.tzinfo is None:
             raise RetrievalError("now is a naive datetime; give it a time zone (UTC).")
         requests = [(s.feature_set, rows[s.feature_set.entity_names].values.tolist()) for s in selections]
-        values = self.online.read_many(requests)
         columns: dict[str, list] = {c: rows[c].tolist() for c in rows.columns}
-        for selection, stored in zip(selections, values):
+        moment_us = _delta_micros(moment - _EPOCH)
+        for selection, decoded in zip(selections, self.online.read_many(requests)):
             ttl = selection.feature_set.ttl
+            stale = decoded.ts_micros < 0
+            if ttl is not None:
+                stale |= moment_us - decoded.ts_micros > _delta_micros(ttl)
+            hidden = np.flatnonzero(stale).tolist()
             for feature, column in zip(selection.features, selection.columns):
-                columns[column] = [
-                    None if v is None or (ttl is not None and moment - v.ts > ttl) else v.features.get(feature)
-                    for v in stored
-                ]
+                values = decoded.columns[feature]
+                if hidden and len(hidden) < len(values):
+                    values = list(values)
+                    for i in hidden:
+                        values[i] = None
+                elif hidden:
+                    values = [None] * len(values)
+                columns[column] = values
         return pd.DataFrame(columns, index=rows.index) if as_frame else columns
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _empty(offline: DeltaOfflineStore, feature_set: FeatureSet, columns: list[str]) -> pa.Table:

@@ -1,9 +1,10 @@
 """The Spark point-in-time join engine, for observation sets that do not fit one machine.
 
-Observations and feature rows of one feature set are unioned and sorted per entity by
+Per feature set, observations and feature rows are unioned and sorted per entity by
 (time, rows-before-observations); the last feature row seen before each observation is its
-match. That is one shuffle and one sort per feature set, n log n, instead of a range join that
-pairs every observation with every older row of its entity.
+match. Observations carry all their columns through the union, so no join back is needed:
+one shuffle and one sort per feature set, n log n, instead of a range join that pairs every
+observation with every older row of its entity.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pyspark.sql import functions as F
 
 ROW_ID = "__row"
 _T = "__t_us"
+_OBS_T = "__obs_us"
 _KIND = "__kind"
 _MATCH = "__match"
 
@@ -32,12 +34,11 @@ def asof_join_spark(
     """
     result = observations
     for keys, rows, ts_column, names, columns, delay, lookback in features:
-        matched = _match(observations, timestamp_column, keys, rows, ts_column, names, columns, delay, lookback)
-        result = result.join(matched, on=ROW_ID, how="left")
+        result = _with_features(result, timestamp_column, keys, rows, ts_column, names, columns, delay, lookback)
     return result.orderBy(ROW_ID)
 
 
-def _match(
+def _with_features(
     observations: DataFrame,
     timestamp_column: str,
     keys: list[str],
@@ -48,37 +49,31 @@ def _match(
     delay: timedelta,
     lookback: timedelta | None,
 ) -> DataFrame:
+    carried = observations.columns
     t_us = F.unix_micros(F.col(timestamp_column))
     left = observations.select(
-        ROW_ID,
-        *keys,
+        *carried,
         (t_us - F.lit(_micros(delay))).alias(_T),
-        t_us.alias("__obs_us"),
+        t_us.alias(_OBS_T),
         F.lit(1).alias(_KIND),
-        F.lit(None).cast(_payload_type(rows, ts_column, names)).alias(_MATCH),
     )
     right = rows.select(
-        F.lit(None).cast("long").alias(ROW_ID),
         *keys,
         F.unix_micros(F.col(ts_column)).alias(_T),
-        F.lit(None).cast("long").alias("__obs_us"),
         F.lit(0).alias(_KIND),
         F.struct(F.unix_micros(F.col(ts_column)).alias("ts_us"), *[F.col(n) for n in names]).alias(_MATCH),
     )
     ordered = Window.partitionBy(*keys).orderBy(_T, _KIND).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     latest = F.last(F.col(_MATCH), ignorenulls=True).over(ordered)
-    joined = left.unionByName(right).select(ROW_ID, _KIND, "__obs_us", latest.alias(_MATCH)).where(F.col(_KIND) == 1)
+    joined = (
+        left.unionByName(right, allowMissingColumns=True)
+        .select(*carried, _KIND, _OBS_T, latest.alias(_MATCH))
+        .where(F.col(_KIND) == 1)
+    )
     usable: Column = F.col(f"{_MATCH}.ts_us").isNotNull()
     if lookback is not None:
-        usable = usable & (F.col(f"{_MATCH}.ts_us") >= F.col("__obs_us") - F.lit(_micros(lookback)))
-    return joined.select(
-        ROW_ID, *[F.when(usable, F.col(f"{_MATCH}.{n}")).alias(c) for n, c in zip(names, columns)]
-    )
-
-
-def _payload_type(rows: DataFrame, ts_column: str, names: list[str]) -> str:
-    types = {f.name: f.dataType.simpleString() for f in rows.schema.fields}
-    return "struct<ts_us:bigint," + ",".join(f"`{n}`:{types[n]}" for n in names) + ">"
+        usable = usable & (F.col(f"{_MATCH}.ts_us") >= F.col(_OBS_T) - F.lit(_micros(lookback)))
+    return joined.select(*carried, *[F.when(usable, F.col(f"{_MATCH}.{n}")).alias(c) for n, c in zip(names, columns)])
 
 
 def _micros(delta: timedelta) -> int:

@@ -245,8 +245,18 @@ class FeatureStore:
     def _join_spark(
         self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max
     ) -> pd.DataFrame:
-        from pyspark.sql import functions as F
+        from feature_pipelines.pit_join_spark import ROW_ID
 
+        joined = self.spark_join(frame, timestamp_column, selections, t_min, t_max)
+        out = joined.drop(ROW_ID).toPandas()
+        for column in frame.columns:
+            if column in out and isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                out[column] = out[column].dt.tz_localize("UTC") if out[column].dt.tz is None else out[column]
+        out.index = frame.index
+        return out
+
+    def spark_join(self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max):
+        """The as-of join as a Spark DataFrame (with a __row column giving the observation order)."""
         from feature_pipelines.pit_join_spark import ROW_ID, asof_join_spark
 
         spark = self.spark
@@ -262,13 +272,7 @@ class FeatureStore:
                 feature_set.entity_names, rows, feature_set.timestamp, list(selection.features),
                 list(selection.columns), feature_set.delay, feature_set.ttl,
             ))
-        joined = asof_join_spark(observations, timestamp_column, requests)
-        out = joined.drop(ROW_ID).toPandas()
-        for column in frame.columns:
-            if column in out and isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-                out[column] = out[column].dt.tz_localize("UTC") if out[column].dt.tz is None else out[column]
-        out.index = frame.index
-        return out
+        return asof_join_spark(observations, timestamp_column, requests)
 
     def _spark_rows(self, selection: FeatureSelection, t_min, t_max, columns: list[str]):
         feature_set = selection.feature_set

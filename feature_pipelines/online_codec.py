@@ -83,21 +83,23 @@ class RowCodec:
             ts[present] = [int(v[:TS_WIDTH]) for v in values]
         size = self._dtype.itemsize
         if self.numeric:
-            full = [None] * len(raw)
             if present:
                 block = np.frombuffer(b"".join(v[_HEADER : _HEADER + size] for v in values), dtype=self._dtype)
-                nulls = np.unpackbits(block["__nulls"], axis=1, bitorder="little")
-                for j, feature in enumerate(self.numeric):
-                    data = block[feature.name].tolist()
-                    if feature.name in self._bools:
-                        data = [bool(x) for x in data]
-                    column = list(full)
-                    for k, i in enumerate(present):
-                        column[i] = None if nulls[k, j] else data[k]
-                    columns[feature.name] = column
-            else:
-                for feature in self.numeric:
-                    columns[feature.name] = list(full)
+                nulls = np.unpackbits(block["__nulls"], axis=1, bitorder="little", count=len(self.numeric)).astype(bool)
+            everyone = len(present) == len(raw)
+            for j, feature in enumerate(self.numeric):
+                if not present:
+                    columns[feature.name] = [None] * len(raw)
+                    continue
+                data = block[feature.name].astype(bool if feature.name in self._bools else block[feature.name].dtype)
+                missing = nulls[:, j]
+                if everyone and not missing.any():
+                    columns[feature.name] = data.tolist()  # the common case: one C-level conversion
+                    continue
+                column: list = [None] * len(raw)
+                for k, value in zip(np.flatnonzero(~missing).tolist(), data[~missing].tolist()):
+                    column[present[k]] = value
+                columns[feature.name] = column
         if self.other:
             rest = [[None] * len(self.other) for _ in raw]
             for i in present:

@@ -303,9 +303,14 @@ class FeatureStore:
         if self.online is None:
             raise RetrievalError("no online store configured; set REDIS_URL or pass online=RedisOnlineStore(...).")
         selections = self.resolve(spec, full_names)
-        rows = entity_rows if isinstance(entity_rows, pd.DataFrame) else pd.DataFrame(list(entity_rows))
+        if isinstance(entity_rows, pd.DataFrame):
+            given = {c: entity_rows[c].tolist() for c in entity_rows.columns}
+        else:
+            records = list(entity_rows)
+            names = list(records[0]) if records else []
+            given = {c: [r.get(c) for r in records] for c in names}
         for selection in selections:
-            missing = [k for k in selection.feature_set.entity_names if k not in rows.columns]
+            missing = [k for k in selection.feature_set.entity_names if k not in given]
             if missing:
                 raise RetrievalError(
                     f"entity rows lack key column(s) {missing} of feature set {selection.feature_set.key}."
@@ -313,8 +318,8 @@ class FeatureStore:
         moment = now or datetime.now(timezone.utc)
         if moment.tzinfo is None:
             raise RetrievalError("now is a naive datetime; give it a time zone (UTC).")
-        requests = [(s.feature_set, rows[s.feature_set.entity_names].values.tolist()) for s in selections]
-        columns: dict[str, list] = {c: rows[c].tolist() for c in rows.columns}
+        requests = [(s.feature_set, list(zip(*(given[k] for k in s.feature_set.entity_names)))) for s in selections]
+        columns: dict[str, list] = dict(given)
         moment_us = _delta_micros(moment - _EPOCH)
         for selection, decoded in zip(selections, self.online.read_many(requests)):
             ttl = selection.feature_set.ttl
@@ -331,7 +336,9 @@ class FeatureStore:
                 elif hidden:
                     values = [None] * len(values)
                 columns[column] = values
-        return pd.DataFrame(columns, index=rows.index) if as_frame else columns
+        if not as_frame:
+            return columns
+        return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

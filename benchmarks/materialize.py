@@ -110,7 +110,7 @@ def main() -> None:
     print(f"\nrange run / {len(windows)} single runs: {ranged.duration_s / single_s:.3f} "
           f"(the range run takes {100 * ranged.duration_s / single_s:.1f}% of the time; "
           f"{single_s / ranged.duration_s:.1f}x faster)")
-    print(f"range run phases: " + ", ".join(f"{k}={v:.2f}s" for k, v in ranged.timings.items()))
+    print("range run phases: " + ", ".join(f"{k}={v:.2f}s" for k, v in ranged.timings.items()))
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 

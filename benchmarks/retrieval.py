@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -105,7 +104,6 @@ def pandas_reference(store: DeltaOfflineStore, obs: pd.DataFrame) -> pd.DataFram
 def duckdb_reference(store: DeltaOfflineStore, obs: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     con.register("obs", pa.Table.from_pandas(obs.reset_index(drop=True).assign(__row=np.arange(len(obs)))))
-    query = "SELECT o.* FROM obs o"
     current = "obs"
     for i, fs in enumerate(SETS):
         con.register(f"f{i}", store.read(fs).select(["entity_id", "ts", *fs.feature_names]))
@@ -218,7 +216,12 @@ def main() -> None:
             print(f"{label:<34}{seconds:>9.2f}{n / seconds:>14,.0f}{seconds / duck_s:>10.2f}x")
 
     if args.spark:
+        import os
+        import sys
+
         from pyspark.sql import SparkSession
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
         spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "12g")
                  .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")

@@ -93,7 +93,6 @@ def demo(scale: int, days: int) -> None:
     from feature_pipelines.catalog import load_catalog
     from feature_pipelines.code_location import build_definitions
     from feature_pipelines.dagster_home import ensure_dagster_home
-    from feature_pipelines.local_redis import LocalRedisServer
     from feature_pipelines.online_store import RedisOnlineStore
     from feature_pipelines.runs import materialize_range
     from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data, write_sample_observations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from feature_pipelines.errors import SpecError
 
@@ -40,3 +40,16 @@ def format_duration(value: timedelta) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(delta: timedelta) -> int:
+    """A duration in whole microseconds, exactly (no float rounding)."""
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def epoch_micros(moment: datetime) -> int:
+    """A UTC-aware time as microseconds since the epoch."""
+    return micros(moment - EPOCH)

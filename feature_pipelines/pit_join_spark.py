@@ -14,6 +14,8 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from feature_pipelines.durations import micros
+
 ROW_ID = "__row"
 _T = "__t_us"
 _OBS_T = "__obs_us"
@@ -53,7 +55,7 @@ def _with_features(
     t_us = F.unix_micros(F.col(timestamp_column))
     left = observations.select(
         *carried,
-        (t_us - F.lit(_micros(delay))).alias(_T),
+        (t_us - F.lit(micros(delay))).alias(_T),
         t_us.alias(_OBS_T),
         F.lit(1).alias(_KIND),
     )
@@ -72,9 +74,5 @@ def _with_features(
     )
     usable: Column = F.col(f"{_MATCH}.ts_us").isNotNull()
     if lookback is not None:
-        usable = usable & (F.col(f"{_MATCH}.ts_us") >= F.col(_OBS_T) - F.lit(_micros(lookback)))
+        usable = usable & (F.col(f"{_MATCH}.ts_us") >= F.col(_OBS_T) - F.lit(micros(lookback)))
     return joined.select(*carried, *[F.when(usable, F.col(f"{_MATCH}.{n}")).alias(c) for n, c in zip(names, columns)])
-
-
-def _micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

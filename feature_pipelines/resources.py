@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,13 @@ class OnlineStoreResource(ConfigurableResource):
         return self._store
 
 
-# A local session talks to itself only: keep the driver on loopback.
-LOCAL_SPARK_NETWORK = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+# A local session talks to itself only: keep the driver on loopback, and run Python workers
+# with this interpreter (its virtualenv has pyarrow, which Arrow-based steps need).
+LOCAL_SPARK_NETWORK = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.pyspark.python": sys.executable,
+}
 
 
 def spark_config(settings: Settings) -> dict[str, Any]:
@@ -86,6 +92,8 @@ def spark_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.spark_master.startswith("local"):
         config.update(LOCAL_SPARK_NETWORK)
+        # PySpark reads the worker interpreter from the environment when it starts the context.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     config.update(json.loads(os.environ.get("FEATURESTORE_SPARK_CONF", "{}")))
     return config
 

@@ -8,7 +8,7 @@ greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from deltalake import write_deltalake
 
 from feature_pipelines.catalog import Catalog, load_catalog
 from feature_pipelines.delta_files import data_files
+from feature_pipelines.durations import epoch_micros, micros
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.observations import check_observations, load_observations
 from feature_pipelines.offline_store import DeltaOfflineStore
@@ -235,8 +236,8 @@ class FeatureStore:
                 frame[keys].reset_index(drop=True), rows.select(keys).to_pandas()
             )
             row_ts = rows.column(feature_set.timestamp).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-            cutoff = t_floor - _delta_micros(feature_set.delay)
-            oldest = t_ceil - _delta_micros(feature_set.ttl) if feature_set.ttl else None
+            cutoff = t_floor - micros(feature_set.delay)
+            oldest = t_ceil - micros(feature_set.ttl) if feature_set.ttl else None
             indices = asof_indices(obs_codes, cutoff, oldest, row_codes, row_ts)
             for name, column in zip(selection.columns, take_features(rows, list(selection.features), indices).values()):
                 result[name] = column.to_pandas().to_numpy()
@@ -320,12 +321,12 @@ class FeatureStore:
             raise RetrievalError("now is a naive datetime; give it a time zone (UTC).")
         requests = [(s.feature_set, list(zip(*(given[k] for k in s.feature_set.entity_names)))) for s in selections]
         columns: dict[str, list] = dict(given)
-        moment_us = _delta_micros(moment - _EPOCH)
+        moment_us = epoch_micros(moment)
         for selection, decoded in zip(selections, self.online.read_many(requests)):
             ttl = selection.feature_set.ttl
             stale = decoded.ts_micros < 0
             if ttl is not None:
-                stale |= moment_us - decoded.ts_micros > _delta_micros(ttl)
+                stale |= moment_us - decoded.ts_micros > micros(ttl)
             hidden = np.flatnonzero(stale).tolist()
             for feature, column in zip(selection.features, selection.columns):
                 values = decoded.columns[feature]
@@ -339,9 +340,6 @@ class FeatureStore:
         if not as_frame:
             return columns
         return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _empty(offline: DeltaOfflineStore, feature_set: FeatureSet, columns: list[str]) -> pa.Table:
@@ -367,10 +365,6 @@ def _micros_floor(t: pd.Series) -> np.ndarray:
 
 def _micros_ceil(t: pd.Series) -> np.ndarray:
     return -((-t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)) // 1000)
-
-
-def _delta_micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def write_frame(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:

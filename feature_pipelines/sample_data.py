@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
+from feature_pipelines.durations import epoch_micros
 from feature_pipelines.settings import resolve_path
 
 SAMPLE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -55,10 +56,6 @@ def generate_sample_data(source_root: str, size: SampleSize = SampleSize()) -> d
     return {"transactions": transactions.num_rows, "accounts": accounts.num_rows}
 
 
-def _micros(start: datetime) -> int:
-    return int(start.timestamp()) * 1_000_000
-
-
 def _transactions(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     n = size.transactions
     span = size.days * 86_400_000_000
@@ -69,7 +66,7 @@ def _transactions(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     merchants = rng.choice(size.merchants, n, p=merchant_weights / merchant_weights.sum())
     # Whole seconds, so that exact ties and window-boundary events do happen.
     offsets = rng.integers(0, span // 1_000_000, n) * 1_000_000
-    micros = np.sort(_micros(SAMPLE_START) + offsets)
+    micros = np.sort(epoch_micros(SAMPLE_START) + offsets)
     amounts = np.round(rng.lognormal(mean=3.2, sigma=1.0, size=n), 2)
     event_time = pa.array(micros, pa.timestamp("us", tz="UTC"))
     event_date = pc.strftime(event_time, format="%Y-%m-%d")
@@ -104,7 +101,7 @@ def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     growth = rng.choice([1.0, 1.5, 2.0], len(account))
     limit = base_limit[account] * np.where(change == 0, 1.0, growth)
     segment = _SEGMENTS[rng.integers(0, len(_SEGMENTS), n)][account]
-    micros = _micros(SAMPLE_START) + seconds.astype(np.int64) * 1_000_000
+    micros = epoch_micros(SAMPLE_START) + seconds.astype(np.int64) * 1_000_000
     return pa.table(
         {
             "account_id": pa.array(np.char.add("a", np.char.zfill(account.astype(str), 6))),

@@ -6,12 +6,10 @@ or a passthrough of precomputed columns.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
-from feature_pipelines.durations import parse_duration
+from feature_pipelines.durations import epoch_micros, micros, parse_duration
 from feature_pipelines.errors import FeatureStoreError, TransformOutputError
 from feature_pipelines.spec import Aggregate, FeatureSet, WindowContext
 from feature_pipelines.windows import WindowRange
@@ -77,7 +75,7 @@ def rolling_aggregates(feature_set: FeatureSet, source: DataFrame, windows: Wind
         F.lit(1).cast("long").alias(_IS_EVENT),
     )
     window_micros = sorted({_micros(w) for a in feature_set.aggregates for w in a.windows})
-    start_us, end_us = _to_micros(windows.start), _to_micros(windows.end)
+    start_us, end_us = epoch_micros(windows.start), epoch_micros(windows.end)
     instants = (
         events.select(*keys, F.explode(F.array(*[F.col(_MICROS) + F.lit(o) for o in [0, *window_micros]])).alias(_MICROS))
         .where((F.col(_MICROS) >= start_us) & (F.col(_MICROS) < end_us))
@@ -124,16 +122,5 @@ def _windowed_total(value: Column, ordered: WindowSpec, window_us: int) -> Colum
     return up_to_now - up_to_start
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _delta_micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def _micros(window: str) -> int:
-    return _delta_micros(parse_duration(window, field="window"))
-
-
-def _to_micros(value: datetime) -> int:
-    return _delta_micros(value - _EPOCH)
+    return micros(parse_duration(window, field="window"))

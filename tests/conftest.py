@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ TEST_SAMPLE = SampleSize(transactions=4_000, accounts=120, merchants=25, days=40
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # stay on loopback
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this venv (pyarrow)
     builder = (
         SparkSession.builder.master("local[2]")
         .appName("feature-store-tests")

@@ -17,6 +17,7 @@ from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.retrieval import FeatureStore
 from feature_pipelines.retrieval_spec import RetrievalSpec
+from feature_pipelines.settings import Settings
 from feature_pipelines.windows import windows_between
 from tests.conftest import PROJECT_DIR
 
@@ -147,9 +148,7 @@ def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> 
         store.get_offline_features(obs, ["accounts:1:segment"])
 
 
-def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> "Settings":
-    from feature_pipelines.settings import Settings
-
+def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> Settings:
     return Settings(
         feature_defs_dir=PROJECT_DIR / "feature_defs", data_dir=tmp_path / "data", source_root=str(tmp_path / "none"),
         offline_uri=store.offline.root, staging_dir=tmp_path / "staging", redis_url=redis_url, spark_master="local[2]",

@@ -109,10 +109,9 @@ class FeatureStore:
         for selection in selections:
             if t_min is not None:
                 self._check_materialized(selection.feature_set, t_min, t_max, now or datetime.now(timezone.utc))
-        chosen = self._choose_engine(engine, len(frame), selections, t_min, t_max)
         if frame.empty:
             result = frame.assign(**{c: pd.Series([], dtype=object) for s in selections for c in s.columns})
-        elif chosen == "spark":
+        elif self._choose_engine(engine, len(frame), selections, t_min, t_max) == "spark":
             result = self._join_spark(frame, timestamp_column, selections, t_min, t_max)
         else:
             result = self._join_local(frame, t, selections, t_min, t_max)
@@ -165,16 +164,10 @@ class FeatureStore:
 
     def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime) -> None:
         """Every complete window the observations can draw from must be materialized."""
-        first_start = feature_set.partitions.start
-        newest = t_max - feature_set.delay
-        if newest < first_start:
+        span = self._key_range(feature_set, t_min, t_max)
+        if span is None:
             return
-        oldest = max(first_start, t_min - feature_set.ttl) if feature_set.ttl else first_start
-        if oldest > newest:
-            return
-        last = window_containing(feature_set, newest)
-        first = window_containing(feature_set, oldest)
-        needed = [w for w in windows_between(feature_set, first.key, last.key) if w.end <= now]
+        needed = [w for w in windows_between(feature_set, *span) if w.end <= now]
         done = self.offline.materialized_windows(feature_set)
         missing = [w.key for w in needed if w.key not in done]
         if not missing:
@@ -195,27 +188,33 @@ class FeatureStore:
             raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
         total = observations
         for selection in selections:
-            if t_min is not None and self.offline.exists(selection.feature_set):
+            span = self._key_range(selection.feature_set, t_min, t_max)
+            if span is not None and self.offline.exists(selection.feature_set):
                 table = self.offline.table(selection.feature_set)
-                first, last = self._key_range(selection.feature_set, t_min, t_max)
+                first, last = span
                 actions = pa.table(table.get_add_actions(flatten=True))
                 part = actions.column(f"partition.{WINDOW_KEY_COLUMN}")
                 inside = pc.and_(pc.greater_equal(part, first), pc.less_equal(part, last))
                 total += int(pc.sum(pc.filter(actions.column("num_records"), inside)).as_py() or 0)
         return "local" if total <= self.local_engine_max_rows else "spark"
 
-    def _key_range(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime) -> tuple[str, str]:
-        """Window keys that can hold a matching row (string order is time order for window keys)."""
+    def _key_range(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime) -> tuple[str, str] | None:
+        """The first and last window keys that can hold a row matching observations in
+        [t_min, t_max], or None when none can (string order is time order for window keys)."""
+        first_start = feature_set.partitions.start
         newest = t_max - feature_set.delay
-        oldest = t_min - feature_set.ttl if feature_set.ttl else feature_set.partitions.start
+        oldest = max(first_start, t_min - feature_set.ttl) if feature_set.ttl else first_start
+        if newest < first_start or oldest > newest:
+            return None
         return window_containing(feature_set, oldest).key, window_containing(feature_set, newest).key
 
     def _feature_rows(self, selection: FeatureSelection, t_min: datetime, t_max: datetime) -> pa.Table:
         feature_set = selection.feature_set
         columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
-        if not self.offline.exists(feature_set):
-            return _empty(self.offline, feature_set, columns)
-        first, last = self._key_range(feature_set, t_min, t_max)
+        span = self._key_range(feature_set, t_min, t_max)
+        if span is None or not self.offline.exists(feature_set):
+            return _empty(feature_set, columns)
+        first, last = span
         return self.offline.table(feature_set).to_pyarrow_table(
             columns=columns, filters=[(WINDOW_KEY_COLUMN, ">=", first), (WINDOW_KEY_COLUMN, "<=", last)]
         )
@@ -228,9 +227,7 @@ class FeatureStore:
         result = frame.copy()
         for selection in selections:
             feature_set = selection.feature_set
-            rows = self._feature_rows(selection, t_min, t_max) if t_min is not None else _empty(
-                self.offline, feature_set, [*feature_set.entity_names, feature_set.timestamp, *selection.features]
-            )
+            rows = self._feature_rows(selection, t_min, t_max)
             keys = feature_set.entity_names
             obs_codes, row_codes = entity_codes(
                 frame[keys].reset_index(drop=True), rows.select(keys).to_pandas()
@@ -278,9 +275,10 @@ class FeatureStore:
     def _spark_rows(self, selection: FeatureSelection, t_min, t_max, columns: list[str]):
         feature_set = selection.feature_set
         files = []
-        if self.offline.exists(feature_set):
+        span = self._key_range(feature_set, t_min, t_max)
+        if span is not None and self.offline.exists(feature_set):
             table = self.offline.table(feature_set)
-            first, last = self._key_range(feature_set, t_min, t_max)
+            first, last = span
             files = data_files(table, partition_column=WINDOW_KEY_COLUMN, first_partition=first, last_partition=last)
         if not files:
             return self.spark.createDataFrame([], _spark_schema(feature_set, columns))
@@ -342,7 +340,7 @@ class FeatureStore:
         return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
 
 
-def _empty(offline: DeltaOfflineStore, feature_set: FeatureSet, columns: list[str]) -> pa.Table:
+def _empty(feature_set: FeatureSet, columns: list[str]) -> pa.Table:
     from feature_pipelines.offline_store import offline_schema
 
     schema = offline_schema(feature_set)

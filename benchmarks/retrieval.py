@@ -52,13 +52,21 @@ SETS = [feature_set("alpha", 10, "30d", "0"), feature_set("beta", 10, None, "1h"
 WIDE = feature_set("wide", 50, None, "0")
 
 
-def entity_ids(rng: np.random.Generator, n: int) -> np.ndarray:
-    return np.char.add("e", rng.integers(0, ENTITIES, n).astype(str))
+def entity_ids(rng: np.random.Generator, n: int, skew: float = 0.0) -> np.ndarray:
+    """n entity ids out of ENTITIES: uniform, or Zipf-like with weight 1/rank**skew."""
+    if skew:
+        weights = 1.0 / np.arange(1, ENTITIES + 1) ** skew
+        ids = rng.choice(ENTITIES, n, p=weights / weights.sum())
+    else:
+        ids = rng.integers(0, ENTITIES, n)
+    return np.char.add("e", ids.astype(str))
 
 
-def write_feature_rows(store: DeltaOfflineStore, fs: FeatureSet, rows: int, rng: np.random.Generator) -> pa.Table:
+def write_feature_rows(
+    store: DeltaOfflineStore, fs: FeatureSet, rows: int, rng: np.random.Generator, skew: float = 0.0
+) -> pa.Table:
     micros = np.int64(START.timestamp() * 1e6) + rng.integers(0, DAYS * 86_400, rows).astype(np.int64) * 1_000_000
-    frame = pd.DataFrame({"entity_id": entity_ids(rng, rows), "ts": pd.to_datetime(micros, unit="us", utc=True)})
+    frame = pd.DataFrame({"entity_id": entity_ids(rng, rows, skew), "ts": pd.to_datetime(micros, unit="us", utc=True)})
     frame = frame.drop_duplicates(["entity_id", "ts"])
     for name in fs.feature_names:
         frame[name] = rng.random(len(frame))
@@ -70,10 +78,10 @@ def write_feature_rows(store: DeltaOfflineStore, fs: FeatureSet, rows: int, rng:
     return table
 
 
-def observations(n: int, rng: np.random.Generator) -> pd.DataFrame:
+def observations(n: int, rng: np.random.Generator, skew: float = 0.0) -> pd.DataFrame:
     micros = np.int64(START.timestamp() * 1e6) + rng.integers(0, DAYS * 86_400_000_000, n)
     return pd.DataFrame({
-        "entity_id": entity_ids(rng, n),
+        "entity_id": entity_ids(rng, n, skew),
         "event_timestamp": pd.to_datetime(micros, unit="us", utc=True),
         "label": rng.integers(0, 2, n),
     })
@@ -116,12 +124,13 @@ def duckdb_reference(store: DeltaOfflineStore, obs: pd.DataFrame) -> pd.DataFram
     return con.execute(f"SELECT * EXCLUDE (__row) FROM {current} ORDER BY __row").df()
 
 
-def naive_spark(spark, store: DeltaOfflineStore, obs: pd.DataFrame):
-    """The plan to beat: range join every observation to all older rows of its entity, then row_number."""
+def naive_spark(spark, store: DeltaOfflineStore, result):
+    """The plan to beat: range join every observation to all older rows of its entity, then row_number.
+
+    `result` is the observations as a Spark DataFrame with a unique __row column."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    result = spark.createDataFrame(obs.assign(__row=np.arange(len(obs))))
     for fs in SETS:
         rows = spark.read.parquet(store.table_uri(fs)).select(
             F.col("entity_id").alias("__e"), F.col("ts").alias("__ts"), *fs.feature_names
@@ -179,12 +188,80 @@ def online_benchmark(workdir: Path, rng: np.random.Generator) -> list[tuple[int,
         server.stop()
 
 
+def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng: np.random.Generator) -> None:
+    """Our Spark engine against the naive plan, both reading the observations from Parquet."""
+    import os
+    import sys
+    import threading
+
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from feature_pipelines.observations import open_observation_files
+    from feature_pipelines.spark_observations import from_files
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "12g")
+             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
+             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    spark_store = DeltaOfflineStore(str(workdir / "offline_spark"))
+    for fs in SETS:
+        write_feature_rows(spark_store, fs, args.spark_rows_per_set, rng, args.skew)
+    api = FeatureStore(catalog, spark_store, spark=spark)
+    selections = api.resolve(spec)
+    for n in args.spark_observations:
+        obs = observations(n, rng, args.skew)
+        path = workdir / f"obs-{n}.parquet"
+        obs.to_parquet(path, index=False, coerce_timestamps="us")
+        stored = open_observation_files(path)
+        t_min, t_max = obs.event_timestamp.min().to_pydatetime(), obs.event_timestamp.max().to_pydatetime()
+        api.get_offline_features(obs.head(1000), spec, engine="spark", now=NOW)  # warm-up
+        ours_s, _ = timed(lambda: run_to_noop(api.spark_join(
+            from_files(spark, stored, "event_timestamp"), selections, t_min, t_max, broadcast_matches=True)))
+
+        def naive() -> None:
+            run_to_noop(naive_spark(spark, spark_store, spark.read.parquet(str(path))
+                                    .withColumn("__row", F.monotonically_increasing_id())))
+
+        # The naive plan can run for hours on skewed data: cancel it at the time limit.
+        spark.sparkContext.setJobGroup("naive", "naive plan", interruptOnCancel=True)
+        timer = threading.Timer(args.naive_limit, lambda: spark.sparkContext.cancelJobGroup("naive"))
+        timer.start()
+        try:
+            naive_s, _ = timed(naive)
+            finished = True
+        except Exception:  # cancelled at the limit
+            naive_s, finished = float(args.naive_limit), False
+        finally:
+            timer.cancel()
+            spark.sparkContext.setJobGroup("ours", "ours")
+        sample = obs.sample(2000, random_state=1)
+        ours = api.get_offline_features(sample, spec, engine="spark", now=NOW)
+        naive_sample = spark.createDataFrame(sample.assign(__row=np.arange(len(sample))))
+        by_naive = naive_spark(spark, spark_store, naive_sample).orderBy("__row").toPandas()
+        features = [n for fs in SETS for n in fs.feature_names]
+        assert np.allclose(ours[features].to_numpy(dtype=float), by_naive[features].to_numpy(dtype=float), equal_nan=True)
+        print(f"\nSpark engine, {n:,} observations (Parquet) x {args.spark_rows_per_set:,} rows per feature set, "
+              f"entity skew {args.skew} (all columns computed, written to Spark's noop sink; equal on a 2,000-row sample)")
+        print(f"  ours (match on keys, then fetch values): {ours_s:8.2f} s")
+        if finished:
+            print(f"  range join + row_number:                 {naive_s:8.2f} s   ours is {naive_s / ours_s:.1f}x faster")
+        else:
+            print(f"  range join + row_number:               > {naive_s:8.2f} s   (cancelled at the limit; "
+                  f"ours is more than {naive_s / ours_s:.1f}x faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--observations", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--rows-per-set", type=int, default=1_000_000)
     parser.add_argument("--spark", action="store_true", help="also time the Spark engine and the naive Spark plan")
-    parser.add_argument("--spark-observations", type=int, default=1_000_000)
+    parser.add_argument("--spark-observations", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="Zipf exponent of entity popularity for the Spark comparison (0 = uniform)")
+    parser.add_argument("--naive-limit", type=float, default=1200.0, help="seconds before the naive plan is cancelled")
     parser.add_argument("--spark-rows-per-set", type=int, default=ENTITIES * DAYS,
                         help="feature rows per set for the Spark comparison (default: one per entity per window)")
     parser.add_argument("--skip-online", action="store_true")
@@ -216,37 +293,7 @@ def main() -> None:
             print(f"{label:<34}{seconds:>9.2f}{n / seconds:>14,.0f}{seconds / duck_s:>10.2f}x")
 
     if args.spark:
-        import os
-        import sys
-
-        from pyspark.sql import SparkSession
-
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-        spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "12g")
-                 .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
-                 .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-                 .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-        spark.sparkContext.setLogLevel("ERROR")
-        spark_store = DeltaOfflineStore(str(workdir / "offline_spark"))
-        for fs in SETS:
-            write_feature_rows(spark_store, fs, args.spark_rows_per_set, rng)
-        obs = observations(args.spark_observations, rng)
-        api = FeatureStore(catalog, spark_store, spark=spark)
-        selections = api.resolve(spec)
-        t_min, t_max = obs.event_timestamp.min().to_pydatetime(), obs.event_timestamp.max().to_pydatetime()
-        api.get_offline_features(obs.head(1000), spec, engine="spark", now=NOW)  # warm-up
-        ours_s, _ = timed(lambda: run_to_noop(api.spark_join(obs, "event_timestamp", selections, t_min, t_max)))
-        naive_s, _ = timed(lambda: run_to_noop(naive_spark(spark, spark_store, obs)))
-        sample = obs.sample(2000, random_state=1)
-        ours = api.get_offline_features(sample, spec, engine="spark", now=NOW)
-        naive = naive_spark(spark, spark_store, sample).orderBy("__row").toPandas()
-        features = [n for fs in SETS for n in fs.feature_names]
-        assert np.allclose(ours[features].to_numpy(dtype=float), naive[features].to_numpy(dtype=float), equal_nan=True)
-        print(f"\nSpark engine, {len(obs):,} observations x {args.spark_rows_per_set:,} rows per feature set "
-              "(all columns computed, written to Spark's noop sink; results equal on a 2,000-row sample)")
-        print(f"  union + last-value (ours):   {ours_s:8.2f} s")
-        print(f"  range join + row_number:     {naive_s:8.2f} s   ours is {naive_s / ours_s:.1f}x faster")
+        spark_benchmark(catalog, spec, workdir, args, rng)
 
     if not args.skip_online:
         print(f"\nonline lookups, {WIDE.key}: 50 features, {ENTITIES:,} entities in Redis (ms)")

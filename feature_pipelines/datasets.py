@@ -17,7 +17,7 @@ from feature_pipelines.errors import RetrievalError
 from feature_pipelines.metadata import dataset_metadata
 from feature_pipelines.observations import load_observations
 from feature_pipelines.resources import OfflineStoreResource
-from feature_pipelines.retrieval import FeatureStore, write_frame
+from feature_pipelines.retrieval import FeatureStore
 from feature_pipelines.retrieval_spec import RetrievalSpec
 
 DATASETS_GROUP = "datasets"
@@ -59,17 +59,16 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
     ) -> MaterializeResult:
         store = FeatureStore(catalog, offline_store.store(), spark=_LazySpark(pyspark))
         output = config.output or str(data_dir / "datasets" / spec.name / "training" / context.run_id)
-        frame = load_observations(config.observations)
-        context.log.info(f"{spec.name}: joining {len(frame)} observations with {len(selections)} feature set(s)")
-        result = store.get_offline_features(
-            frame, spec, timestamp_column=config.timestamp_column, engine=config.engine,  # type: ignore[arg-type]
-            full_names=config.full_names,
+        context.log.info(f"{spec.name}: joining {config.observations} with {len(selections)} feature set(s)")
+        written = store.get_offline_features(
+            config.observations, spec, timestamp_column=config.timestamp_column, engine=config.engine,  # type: ignore[arg-type]
+            full_names=config.full_names, output=_with_suffix(output, config.output_format),
+            output_format=config.output_format,  # type: ignore[arg-type]
         )
-        written = write_frame(result, _with_suffix(output, config.output_format), config.output_format)
-        context.log.info(f"{spec.name}: wrote {len(result)} rows to {written}")
-        return MaterializeResult(
-            metadata=dataset_metadata(result, spec.resolve(catalog, config.full_names), config.timestamp_column, written)
-        )
+        metadata = dataset_metadata(str(written), config.output_format, spec.resolve(catalog, config.full_names),
+                                    config.timestamp_column)
+        context.log.info(f"{spec.name}: wrote {metadata['dagster/row_count']} rows to {written}")
+        return MaterializeResult(metadata=metadata)
 
     @asset(key=dataset_key(spec, "inference"), deps=deps, group_name=DATASETS_GROUP, kinds={"pandas", "spark"},
            description=f"Batch-inference features of {spec.name} at one time. {description}")
@@ -82,10 +81,11 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
         output = config.output or str(data_dir / "datasets" / spec.name / "inference" / context.run_id)
         entities = load_observations(config.entities)
         context.log.info(f"{spec.name}: features of {len(entities)} entities as of {as_of.isoformat()}")
-        frame = store.get_inference_features(entities, spec, as_of, engine=config.engine,  # type: ignore[arg-type]
-                                             full_names=config.full_names)
-        written = write_frame(frame, _with_suffix(output, config.output_format), config.output_format)
-        metadata = dataset_metadata(frame, spec.resolve(catalog, config.full_names), None, written)
+        written = store.get_inference_features(
+            entities, spec, as_of, engine=config.engine, full_names=config.full_names,  # type: ignore[arg-type]
+            output=_with_suffix(output, config.output_format), output_format=config.output_format,  # type: ignore[arg-type]
+        )
+        metadata = dataset_metadata(str(written), config.output_format, spec.resolve(catalog, config.full_names), None)
         metadata["as_of"] = as_of.isoformat()
         return MaterializeResult(metadata=metadata)
 

@@ -12,6 +12,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 from deltalake import DeltaTable
 
+# Reader features that change how Parquet files map to rows; reading raw files would be wrong.
+UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
+
 
 def data_files(
     table: DeltaTable,

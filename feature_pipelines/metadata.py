@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from dagster import MetadataValue, TableColumn, TableSchema
+from deltalake import DeltaTable
 
 from feature_pipelines.materialize import MaterializationResult
 from feature_pipelines.retrieval_spec import FeatureSelection
@@ -96,21 +98,47 @@ def _fmt(value: Any) -> str:
 
 
 def dataset_metadata(
-    frame: pd.DataFrame, selections: list[FeatureSelection], timestamp_column: str | None, output: str
+    output: str, output_format: str, selections: list[FeatureSelection], timestamp_column: str | None
 ) -> dict[str, Any]:
-    """What a training or inference dataset holds: rows, match and null rates, time range, preview."""
-    rows = len(frame)
+    """What a written training or inference dataset holds: rows, match and null rates, time range,
+    preview. Reads the output in batches, so it works for datasets larger than memory."""
+    dataset = _open_dataset(output, output_format)
+    feature_columns = [c for s in selections for c in s.columns]
+    read = feature_columns + ([timestamp_column] if timestamp_column else [])
+    rows = 0
+    nulls = dict.fromkeys(feature_columns, 0)
+    matched = {s.feature_set.key: 0 for s in selections}
+    t_low = t_high = None
+    for batch in dataset.to_batches(columns=read):
+        rows += batch.num_rows
+        for column in feature_columns:
+            nulls[column] += batch.column(column).null_count
+        for selection in selections:
+            present = [pc.is_valid(batch.column(c)) for c in selection.columns]
+            any_present = present[0]
+            for mask in present[1:]:
+                any_present = pc.or_(any_present, mask)
+            matched[selection.feature_set.key] += int(pc.sum(any_present).as_py() or 0)
+        if timestamp_column and batch.num_rows:
+            low, high = pc.min_max(batch.column(timestamp_column)).values()
+            t_low = low.as_py() if t_low is None else min(t_low, low.as_py())
+            t_high = high.as_py() if t_high is None else max(t_high, high.as_py())
     metadata: dict[str, Any] = {"dagster/row_count": rows, "output": MetadataValue.path(output)}
     lines = ["| feature set | match rate | feature | null rate |", "|---|---|---|---|"]
     for selection in selections:
-        values = frame[list(selection.columns)]
-        matched = float(values.notna().any(axis=1).mean()) if rows else 0.0
-        metadata[f"match_rate/{selection.feature_set.key}"] = round(matched, 4)
+        rate = matched[selection.feature_set.key] / rows if rows else 0.0
+        metadata[f"match_rate/{selection.feature_set.key}"] = round(rate, 4)
         for column in selection.columns:
-            nulls = float(values[column].isna().mean()) if rows else 0.0
-            lines.append(f"| {selection.feature_set.key} | {matched:.2%} | {column} | {nulls:.2%} |")
+            lines.append(f"| {selection.feature_set.key} | {rate:.2%} | {column} | {(nulls[column] / rows if rows else 0.0):.2%} |")
     metadata["feature_coverage"] = MetadataValue.md("\n".join(lines))
-    if timestamp_column and rows:
-        metadata["observation_time_range"] = f"{frame[timestamp_column].min().isoformat()} .. {frame[timestamp_column].max().isoformat()}"
-    metadata["preview"] = MetadataValue.md(frame.head(_PREVIEW_ROWS).to_markdown(index=False) if rows else "_empty_")
+    if t_low is not None:
+        metadata["observation_time_range"] = f"{t_low.isoformat()} .. {t_high.isoformat()}"
+    preview = dataset.head(_PREVIEW_ROWS).to_pandas() if rows else None
+    metadata["preview"] = MetadataValue.md(preview.to_markdown(index=False) if preview is not None else "_empty_")
     return metadata
+
+
+def _open_dataset(output: str, output_format: str) -> ds.Dataset:
+    if output_format == "delta":
+        return DeltaTable(output).to_pyarrow_dataset()
+    return ds.dataset(output, format="parquet")

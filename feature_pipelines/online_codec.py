@@ -87,13 +87,16 @@ class RowCodec:
                 block = np.frombuffer(b"".join(v[_HEADER : _HEADER + size] for v in values), dtype=self._dtype)
                 nulls = np.unpackbits(block["__nulls"], axis=1, bitorder="little", count=len(self.numeric)).astype(bool)
             everyone = len(present) == len(raw)
+            any_missing = nulls.any(axis=0).tolist() if present else []
             for j, feature in enumerate(self.numeric):
                 if not present:
                     columns[feature.name] = [None] * len(raw)
                     continue
-                data = block[feature.name].astype(bool if feature.name in self._bools else block[feature.name].dtype)
+                data = block[feature.name]
+                if feature.name in self._bools:
+                    data = data.astype(bool)
                 missing = nulls[:, j]
-                if everyone and not missing.any():
+                if everyone and not any_missing[j]:
                     columns[feature.name] = data.tolist()  # the common case: one C-level conversion
                     continue
                 column: list = [None] * len(raw)

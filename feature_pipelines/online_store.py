@@ -68,7 +68,14 @@ class RedisOnlineStore:
         return self._client
 
     def key(self, feature_set: FeatureSet, entity: Sequence[Any]) -> str:
-        return f"fs:{feature_set.name}:v{feature_set.version}:" + _KEY_SEPARATOR.join(str(v) for v in entity)
+        return self.keys(feature_set, [entity])[0]
+
+    def keys(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[str]:
+        """The Redis keys of many entities (the hot path of online reads, hence no per-key calls)."""
+        prefix = f"fs:{feature_set.name}:v{feature_set.version}:"
+        if len(feature_set.entity_names) == 1:
+            return [prefix + str(entity[0]) for entity in entities]
+        return [prefix + _KEY_SEPARATOR.join(map(str, entity)) for entity in entities]
 
     def publish(self, feature_set: FeatureSet, batches: Iterable[pa.RecordBatch]) -> PublishResult:
         """Write each row (keys, ts, features) unless Redis holds a newer value for its entity."""
@@ -119,7 +126,7 @@ class RedisOnlineStore:
         pipeline = self._client.pipeline(transaction=False)
         for feature_set, entities in requests:
             if entities:
-                pipeline.mget([self.key(feature_set, e) for e in entities])
+                pipeline.mget(self.keys(feature_set, entities))
             else:
                 pipeline.echo("")  # keeps replies aligned with requests
         try:

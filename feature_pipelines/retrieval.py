@@ -23,7 +23,14 @@ from feature_pipelines.catalog import Catalog, load_catalog
 from feature_pipelines.delta_files import data_files
 from feature_pipelines.durations import epoch_micros, micros
 from feature_pipelines.errors import RetrievalError
-from feature_pipelines.observations import check_observations, load_observations
+from feature_pipelines.observations import (
+    ObservationFiles,
+    check_observation_schema,
+    check_observations,
+    null_timestamps_error,
+    open_observation_files,
+)
+from feature_pipelines.online_codec import micros_to_datetime
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.pit_join_local import asof_indices, entity_codes, take_features
@@ -36,6 +43,9 @@ Engine = Literal["auto", "local", "spark"]
 SpecLike = RetrievalSpec | str | Path | Sequence[str]
 # Above this many observation plus feature rows, "auto" hands the join to Spark.
 LOCAL_ENGINE_MAX_ROWS = 30_000_000
+# Up to this many observations, the Spark engine broadcasts their matches (at most one per
+# observation and feature set) instead of shuffling the wide feature rows.
+BROADCAST_MAX_ROWS = 5_000_000
 
 
 class FeatureStore:
@@ -103,12 +113,20 @@ class FeatureStore:
         if any check fails).
         """
         selections = self.resolve(spec, full_names)
-        frame = load_observations(observations)
+        moment = now or datetime.now(timezone.utc)
+        if isinstance(observations, (str, Path)):
+            stored = open_observation_files(observations)
+            check_observation_schema(stored.schema, timestamp_column, selections)
+            if stored.rows and self._spark_for_stored(engine, stored.rows):
+                return self._offline_spark_files(stored, timestamp_column, selections, output, output_format, moment)
+            frame = stored.load()
+        else:
+            frame = observations
         t = check_observations(frame, timestamp_column, selections)
-        t_min, t_max = (t.min().to_pydatetime(), t.max().to_pydatetime()) if len(t) else (None, None)
+        t_min, t_max = (t.min().floor("us").to_pydatetime(), t.max().ceil("us").to_pydatetime()) if len(t) else (None, None)
         for selection in selections:
             if t_min is not None:
-                self._check_materialized(selection.feature_set, t_min, t_max, now or datetime.now(timezone.utc))
+                self._check_materialized(selection.feature_set, t_min, t_max, moment)
         if frame.empty:
             result = frame.assign(**{c: pd.Series([], dtype=object) for s in selections for c in s.columns})
         elif self._choose_engine(engine, len(frame), selections, t_min, t_max) == "spark":
@@ -128,6 +146,7 @@ class FeatureStore:
         engine: Engine = "auto",
         full_names: bool | None = None,
         output: str | Path | None = None,
+        output_format: Literal["parquet", "delta"] = "parquet",
         now: datetime | None = None,
     ) -> pd.DataFrame | str:
         """Batch inference: the as-of join at one time `as_of` for every entity row."""
@@ -141,7 +160,7 @@ class FeatureStore:
         )
         assert isinstance(result, pd.DataFrame)
         result = result.drop(columns=column)
-        return result if output is None else write_frame(result, output, "parquet")
+        return result if output is None else write_frame(result, output, output_format)
 
     def resolve(self, spec: SpecLike, full_names: bool | None = None) -> list[FeatureSelection]:
         """The selections a spec names; cached, since online lookups resolve the same spec per call."""
@@ -240,12 +259,44 @@ class FeatureStore:
                 result[name] = column.to_pandas().to_numpy()
         return result
 
+    def _spark_for_stored(self, engine: Engine, rows: int) -> bool:
+        """Stored observations stay in Spark when asked, or when they alone exceed the local engine."""
+        if engine not in ("auto", "local", "spark"):
+            raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
+        return engine == "spark" or (engine == "auto" and rows > self.local_engine_max_rows)
+
+    def _offline_spark_files(
+        self, stored: ObservationFiles, timestamp_column: str, selections: list[FeatureSelection],
+        output: str | Path | None, output_format: str, now: datetime,
+    ) -> pd.DataFrame | str:
+        """The whole retrieval in Spark: the observations are read, joined and written by the executors."""
+        from pyspark.sql import functions as F
+
+        from feature_pipelines.pit_join_spark import ROW_ID, T_CEIL, T_FLOOR
+        from feature_pipelines.spark_observations import from_files, write_output
+
+        observations = from_files(self.spark, stored, timestamp_column)
+        nulls, t_low, t_high = observations.agg(
+            F.count_if(F.col(timestamp_column).isNull()), F.min(T_FLOOR), F.max(T_CEIL)
+        ).first()
+        if nulls:
+            raise null_timestamps_error(timestamp_column, int(nulls))
+        t_min, t_max = micros_to_datetime(int(t_low)), micros_to_datetime(int(t_high))
+        for selection in selections:
+            self._check_materialized(selection.feature_set, t_min, t_max, now)
+        joined = self.spark_join(observations, selections, t_min, t_max, broadcast_matches=stored.rows <= BROADCAST_MAX_ROWS)
+        if output is None:
+            return _spark_to_pandas(joined.drop(ROW_ID), observations.drop(ROW_ID, T_FLOOR, T_CEIL).columns, stored.schema)
+        return write_output(joined.drop(ROW_ID), str(output), output_format)
+
     def _join_spark(
         self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max
     ) -> pd.DataFrame:
         from feature_pipelines.pit_join_spark import ROW_ID
+        from feature_pipelines.spark_observations import from_pandas
 
-        joined = self.spark_join(frame, timestamp_column, selections, t_min, t_max)
+        observations = from_pandas(self.spark, frame, timestamp_column)
+        joined = self.spark_join(observations, selections, t_min, t_max, broadcast_matches=len(frame) <= BROADCAST_MAX_ROWS)
         out = joined.drop(ROW_ID).toPandas()
         for column in frame.columns:
             if column in out and isinstance(frame[column].dtype, pd.DatetimeTZDtype):
@@ -253,24 +304,22 @@ class FeatureStore:
         out.index = frame.index
         return out
 
-    def spark_join(self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max):
-        """The as-of join as a Spark DataFrame (with a __row column giving the observation order)."""
-        from feature_pipelines.pit_join_spark import ROW_ID, asof_join_spark
+    def spark_join(self, observations, selections: list[FeatureSelection], t_min, t_max, *, broadcast_matches: bool):
+        """The as-of join as a Spark DataFrame; `observations` carries ROW_ID, T_FLOOR and T_CEIL
+        (see spark_observations), and the result is ordered by ROW_ID."""
+        from feature_pipelines.pit_join_spark import SparkFeatureRequest, asof_join_spark
 
-        spark = self.spark
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
-        indexed = frame.reset_index(drop=True)
-        observations = spark.createDataFrame(indexed.assign(**{ROW_ID: np.arange(len(indexed), dtype=np.int64)}))
+        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
         requests = []
         for selection in selections:
             feature_set = selection.feature_set
             columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
             rows = self._spark_rows(selection, t_min, t_max, columns)
-            requests.append((
+            requests.append(SparkFeatureRequest(
                 feature_set.entity_names, rows, feature_set.timestamp, list(selection.features),
                 list(selection.columns), feature_set.delay, feature_set.ttl,
             ))
-        return asof_join_spark(observations, timestamp_column, requests)
+        return asof_join_spark(observations, requests, broadcast_matches=broadcast_matches)
 
     def _spark_rows(self, selection: FeatureSelection, t_min, t_max, columns: list[str]):
         feature_set = selection.feature_set
@@ -363,6 +412,16 @@ def _micros_floor(t: pd.Series) -> np.ndarray:
 
 def _micros_ceil(t: pd.Series) -> np.ndarray:
     return -((-t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)) // 1000)
+
+
+def _spark_to_pandas(joined, observation_columns: list[str], schema: pa.Schema) -> pd.DataFrame:
+    """Collect a Spark result; time-zone-aware observation columns come back UTC-aware."""
+    out = joined.toPandas()
+    for column in observation_columns:
+        field_type = schema.field(column).type if column in schema.names else None
+        if field_type is not None and pa.types.is_timestamp(field_type) and field_type.tz and out[column].dt.tz is None:
+            out[column] = out[column].dt.tz_localize("UTC")
+    return out
 
 
 def write_frame(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:

@@ -15,15 +15,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from feature_pipelines.delta_files import data_files
+from feature_pipelines.delta_files import UNSUPPORTED_READER_FEATURES, data_files
 from feature_pipelines.dtypes import can_widen, dtype_of_spark, spark_type
 from feature_pipelines.errors import SourceError
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec import Source
-
-# Reader features that change how Parquet files map to rows; reading raw files would be wrong.
-_UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
-
 
 def read_source(
     spark: SparkSession,
@@ -58,7 +54,7 @@ def _read_delta(
             "(FEATURESTORE_SOURCE_ROOT), or generate the sample data with `featurestore generate`."
         )
     table = DeltaTable(uri, storage_options=storage_options)
-    unsupported = set(table.protocol().reader_features or []) & _UNSUPPORTED_READER_FEATURES
+    unsupported = set(table.protocol().reader_features or []) & UNSUPPORTED_READER_FEATURES
     if unsupported:
         raise SourceError(
             f"source {source.name!r}: Delta table {uri} uses reader features {sorted(unsupported)}; "

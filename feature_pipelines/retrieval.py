@@ -123,7 +123,7 @@ class FeatureStore:
         else:
             frame = observations
         t = check_observations(frame, timestamp_column, selections)
-        t_min, t_max = (t.min().floor("us").to_pydatetime(), t.max().ceil("us").to_pydatetime()) if len(t) else (None, None)
+        t_min, t_max = (t.min().floor("us").to_pydatetime(), t.max().floor("us").to_pydatetime()) if len(t) else (None, None)
         for selection in selections:
             if t_min is not None:
                 self._check_materialized(selection.feature_set, t_min, t_max, moment)

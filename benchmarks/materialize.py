@@ -22,6 +22,7 @@ import redis
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
+from feature_pipelines.delta_files import read_delta
 from feature_pipelines.catalog import load_catalog
 from feature_pipelines.local_redis import LocalRedisServer
 from feature_pipelines.resources import LOCAL_SPARK_NETWORK
@@ -38,7 +39,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 def source_rows(source_root: str, feature_set, first, last) -> int:
     """Source rows a run over windows first..last reads (its windows plus the lookback)."""
     table = DeltaTable(resolve_path(source_root, feature_set.source.path))
-    column = table.to_pyarrow_table(columns=[feature_set.source.timestamp]).column(0)
+    column = read_delta(table, columns=[feature_set.source.timestamp]).column(0)
     low, high = first.start - feature_set.lookback, last.end
     return int(pc.sum(pc.and_(pc.greater_equal(column, pa.scalar(low)), pc.less(column, pa.scalar(high)))).as_py())
 

@@ -1,12 +1,14 @@
 """Retrieval performance: offline as-of joins (local and Spark engines) and online lookups.
 
-    .venv/bin/python benchmarks/retrieval.py                      # 1M and 5M observations
-    .venv/bin/python benchmarks/retrieval.py --observations 1000000 --spark
+    .venv/bin/python benchmarks/retrieval.py --spark              # everything, 1M and 5M observations
+    .venv/bin/python benchmarks/retrieval.py --observations --spark --skew 0.8 --skip-online
+                                                                  # Spark only, Zipf-skewed entities
 
 Synthetic data: 3 feature sets x 10 float features, 100,000 entities, 90 daily windows,
-1,000,000 rows per feature set, written as real offline Delta tables. References run in the
-same process on the same data: pandas `merge_asof` done by hand, DuckDB `ASOF JOIN`, a naive
-Spark range join + row_number, and a bare redis-py pipeline.
+written as real offline Delta tables: 1,000,000 rows per set for the local engine, 9,000,000
+(one per entity per window) for the Spark comparison. References run in the same process on
+the same data: pandas `merge_asof` done by hand, DuckDB `ASOF JOIN`, a naive Spark range join
++ row_number, and a bare redis-py pipeline.
 """
 
 from __future__ import annotations
@@ -255,7 +257,8 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--observations", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--observations", type=int, nargs="*", default=[1_000_000, 5_000_000],
+                        help="observation counts for the local engine comparison (none: skip it)")
     parser.add_argument("--rows-per-set", type=int, default=1_000_000)
     parser.add_argument("--spark", action="store_true", help="also time the Spark engine and the naive Spark plan")
     parser.add_argument("--spark-observations", type=int, nargs="+", default=[1_000_000, 5_000_000])

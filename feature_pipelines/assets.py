@@ -29,6 +29,11 @@ from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec import FeatureSet, Source
 
 
+# Dagster's tags for a run over a range of partitions (one run, one Spark job for the range).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def partitions_def(feature_set: FeatureSet) -> TimeWindowPartitionsDefinition:
     """Windows as Dagster partitions, in UTC; keys match `Partitions.key_format`."""
     start = feature_set.partitions.start

@@ -80,6 +80,99 @@ def materialize(feature_set: str, start: str, end: str, version: int | None) -> 
 
 
 @main.command()
+@click.argument("feature_set")
+@click.option("--start", required=True, help="First window key, e.g. 2024-01-01 (hourly: 2024-01-01-05:00).")
+@click.option("--end", required=True, help="Last window key, included.")
+@click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@click.option("--only-missing", is_flag=True, help="Only windows not yet in the offline store.")
+@click.option("--failed", is_flag=True, help="Only windows whose last Dagster attempt failed.")
+@click.option("--force", is_flag=True, help="Skip the check that the source already holds data for the windows.")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the backfill until it ends.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+@_friendly
+def backfill(feature_set: str, start: str, end: str, version: int | None, only_missing: bool, failed: bool,
+             force: bool, wait: bool, timeout: float | None) -> None:
+    """Submit a Dagster asset backfill of windows START..END of FEATURE_SET; the daemon runs it.
+
+    It shows under Backfills in the Dagster UI. Each contiguous range of windows runs as one
+    run (one Spark job). With --wait, exits 1 if any window failed.
+    """
+    from dagster import DagsterInstance
+
+    from feature_pipelines.backfills import (
+        check_source_reaches, daemon_running, select_windows, submit_backfill, utc_now, wait_for_backfill,
+    )
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.code_location import build_definitions
+    from feature_pipelines.dagster_home import ensure_dagster_home
+    from feature_pipelines.offline_store import DeltaOfflineStore
+    from feature_pipelines.settings import Settings
+    from feature_pipelines.windows import describe_keys
+
+    ensure_dagster_home()
+    settings = Settings.from_env()
+    catalog = load_catalog(settings.feature_defs_dir)
+    spec = catalog.get(feature_set, version)
+    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
+    with DagsterInstance.get() as instance:
+        keys = select_windows(spec, start, end, offline=offline, instance=instance,
+                              only_missing=only_missing, failed=failed)
+        if not keys:
+            click.echo(f"{spec.key}: nothing to backfill in {start}..{end}"
+                       + (" (every window is materialized)" if only_missing and not failed else ""))
+            return
+        if not force:
+            check_source_reaches(spec, keys, settings.source_root, settings.source_storage_options, utc_now())
+        defs = build_definitions(settings, catalog)
+        backfill_id = submit_backfill(instance, defs, spec, keys)
+        click.echo(f"submitted backfill {backfill_id}: {spec.key}, {len(keys)} window(s) {describe_keys(keys, spec)}")
+        if not daemon_running(instance):
+            click.secho("warning: no dagster-daemon is running on this instance; start `dagster-daemon run` "
+                        "(or `dagster dev`) with the same DAGSTER_HOME to run it.", fg="yellow", err=True)
+        if not wait:
+            return
+        progress = wait_for_backfill(instance, defs, backfill_id, lambda p: click.echo(p.describe()), timeout_s=timeout)
+    if not progress.succeeded:
+        raise click.ClickException(f"backfill {backfill_id} ended {progress.status} with {progress.failed} failed window(s)")
+
+
+@main.command()
+@click.argument("feature_set", required=False)
+@click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@click.option("--start", default=None, help="First window key (default: the first window).")
+@click.option("--end", default=None, help="Last window key (default: the last complete window).")
+@click.option("--all", "show_all", is_flag=True, help="List every window, not just a summary and the non-materialized ones.")
+@_friendly
+def status(feature_set: str | None, version: int | None, start: str | None, end: str | None, show_all: bool) -> None:
+    """Per-window status of feature sets: materialized, missing, failed, in progress or stale."""
+    from dagster import DagsterInstance
+
+    from feature_pipelines.backfills import utc_now
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.dagster_home import ensure_dagster_home
+    from feature_pipelines.offline_store import DeltaOfflineStore
+    from feature_pipelines.settings import Settings
+    from feature_pipelines.window_status import STATUSES, window_statuses
+
+    ensure_dagster_home()
+    settings = Settings.from_env()
+    catalog = load_catalog(settings.feature_defs_dir)
+    specs = [catalog.get(feature_set, version)] if feature_set else list(catalog)
+    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
+    now = utc_now()
+    with DagsterInstance.get() as instance:
+        for spec in specs:
+            rows = window_statuses(spec, offline, instance, settings.source_root, settings.source_storage_options,
+                                   now, start, end)
+            counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
+            click.echo(f"{spec.key}: {len(rows)} window(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+            for row in rows:
+                if show_all or row.status != "materialized":
+                    when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
+                    click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
+
+
+@main.command()
 @click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--days", type=click.IntRange(min=30), default=60, show_default=True,
               help="Days of sample data, and so of daily windows to backfill (at least 30).")

@@ -1,10 +1,11 @@
-"""Assemble the Dagster code location from the catalog: assets, jobs and resources."""
+"""Assemble the Dagster code location from the catalog: assets, jobs, schedules, sensors, resources."""
 
 from __future__ import annotations
 
 from dagster import Definitions, define_asset_job
 
 from feature_pipelines.assets import feature_set_asset, partitions_def, source_spec
+from feature_pipelines.automation import failure_sensor, feature_set_schedule, source_sensor
 from feature_pipelines.catalog import Catalog, load_catalog
 from feature_pipelines.datasets import dataset_assets, dataset_key
 from feature_pipelines.retrieval_spec import load_retrieval_specs
@@ -25,10 +26,11 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
     datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir)]
     assets = [feature_set_asset(fs, catalog.file_of(fs), settings.offline_uri) for fs in catalog]
-    jobs = [
-        define_asset_job(materialize_job_name(fs), selection=[fs.key], partitions_def=partitions_def(fs))
+    materialize_jobs = {
+        fs.key: define_asset_job(materialize_job_name(fs), selection=[fs.key], partitions_def=partitions_def(fs))
         for fs in catalog
-    ]
+    }
+    jobs = list(materialize_jobs.values())
     jobs += [
         define_asset_job(f"{kind}_dataset_{spec.name}", selection=[dataset_key(spec, kind)])
         for spec in specs
@@ -37,5 +39,7 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     return Definitions(
         assets=[*assets, *datasets, *(source_spec(s, settings.source_root) for s in sources.values())],
         jobs=jobs,
+        schedules=[feature_set_schedule(fs, materialize_jobs[fs.key]) for fs in catalog],
+        sensors=[*(source_sensor(fs, materialize_jobs[fs.key], settings) for fs in catalog), failure_sensor()],
         resources=build_resources(settings),
     )

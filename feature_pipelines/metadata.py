@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 from dagster import MetadataValue, TableColumn, TableSchema
 from deltalake import DeltaTable
 
+from feature_pipelines.delta_files import delta_dataset
 from feature_pipelines.materialize import MaterializationResult
 from feature_pipelines.retrieval_spec import FeatureSelection
 from feature_pipelines.spec import FeatureSet
@@ -140,5 +141,5 @@ def dataset_metadata(
 
 def _open_dataset(output: str, output_format: str) -> ds.Dataset:
     if output_format == "delta":
-        return DeltaTable(output).to_pyarrow_dataset()
+        return delta_dataset(DeltaTable(output))
     return ds.dataset(output, format="parquet")

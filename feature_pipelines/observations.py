@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from feature_pipelines.delta_files import UNSUPPORTED_READER_FEATURES, data_files
+from feature_pipelines.delta_files import UNSUPPORTED_READER_FEATURES, data_files, read_delta
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.retrieval_spec import FeatureSelection
 
@@ -32,7 +32,7 @@ class ObservationFiles:
         if self.base_path is None and len(self.files) == 1 and not self.path.endswith("/"):
             return pq.read_table(self.files[0]).to_pandas()
         if DeltaTable.is_deltatable(self.path):
-            return DeltaTable(self.path).to_pandas()
+            return read_delta(DeltaTable(self.path)).to_pandas()
         return ds.dataset(self.path, format="parquet", partitioning="hive").to_table().to_pandas()
 
 

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
+from feature_pipelines.delta_files import read_delta
 from feature_pipelines.dtypes import arrow_type
 from feature_pipelines.errors import OfflineStoreError
 from feature_pipelines.settings import resolve_path
@@ -124,12 +126,26 @@ class DeltaOfflineStore:
         )
         write_deltalake(self.window_log_uri(feature_set), log, mode="append", storage_options=self.storage_options or None)
 
+    def delete_windows(self, feature_set: FeatureSet, window_keys: Iterable[str]) -> None:
+        """Remove windows: first from the window log (they read as missing), then their rows, so
+        a crash in between never leaves a window marked materialized without its data."""
+        keys = sorted(set(window_keys))
+        if not keys:
+            return
+        predicate = f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})"
+        options = self.storage_options or None
+        log_uri = self.window_log_uri(feature_set)
+        if DeltaTable.is_deltatable(log_uri, storage_options=options):
+            DeltaTable(log_uri, storage_options=options).delete(predicate)
+        if self.exists(feature_set):
+            self.table(feature_set).delete(predicate)
+
     def materialized_windows(self, feature_set: FeatureSet) -> dict[str, dict]:
         """Every window ever written, with its latest row count, table version and time."""
         uri = self.window_log_uri(feature_set)
         if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
             return {}
-        log = DeltaTable(uri, storage_options=self.storage_options or None).to_pyarrow_table().to_pylist()
+        log = read_delta(DeltaTable(uri, storage_options=self.storage_options or None)).to_pylist()
         latest: dict[str, dict] = {}
         for entry in sorted(log, key=lambda e: (e["table_version"], e["materialized_at"])):
             latest[entry[WINDOW_KEY_COLUMN]] = entry
@@ -155,11 +171,11 @@ class DeltaOfflineStore:
         """Rows of the table, optionally only those of `window_keys`."""
         table = self.table(feature_set)
         if window_keys is None:
-            return pa.table(table.to_pyarrow_table())
+            return read_delta(table)
         keys = list(window_keys)
         if not keys:
             return offline_schema(feature_set).empty_table()
-        return table.to_pyarrow_table(partitions=[(WINDOW_KEY_COLUMN, "in", keys)])
+        return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys))
 
 
 def _conformed(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

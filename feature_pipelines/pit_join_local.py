@@ -7,20 +7,34 @@ greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
-def entity_codes(observed: pd.DataFrame, stored: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes for entity keys (same columns in both frames), shared by both sides.
+def entity_codes(observed: list[pa.Array], stored: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes for entity keys (one array per key column, same columns on both sides),
+    shared by both sides.
 
     Observed rows with a null key get -1, and so do stored rows whose key no observation has:
     neither can take part in a match.
     """
-    both = pd.concat([observed, stored], ignore_index=True)
-    codes = both.groupby(list(both.columns), sort=False, dropna=False).ngroup().to_numpy(dtype=np.int64)
-    obs_codes, stored_codes = codes[: len(observed)], codes[len(observed) :]
-    obs_codes = np.where(observed.isna().any(axis=1).to_numpy(), -1, obs_codes)
+    n = len(observed[0]) if observed else 0
+    codes: np.ndarray | None = None
+    null = np.zeros(n + (len(stored[0]) if stored else 0), dtype=bool)
+    for obs_column, stored_column in zip(observed, stored):
+        both = pa.concat_arrays([obs_column, stored_column.cast(obs_column.type)])
+        encoded = pc.dictionary_encode(both)
+        null |= np.asarray(encoded.is_null())
+        column_codes = encoded.indices.fill_null(0).to_numpy().astype(np.int64)
+        if codes is None:
+            codes = column_codes
+        else:
+            # Pair up with the previous columns' codes, then renumber densely so it cannot overflow.
+            paired = codes * len(encoded.dictionary) + column_codes
+            codes = np.unique(paired, return_inverse=True)[1].astype(np.int64)
+    assert codes is not None, "entity_codes needs at least one key column"
+    codes = np.where(null, -1, codes)
+    obs_codes, stored_codes = codes[:n], codes[n:]
     seen = np.zeros(int(codes.max(initial=-1)) + 2, dtype=bool)
     seen[obs_codes[obs_codes >= 0]] = True
     stored_codes = np.where(seen[stored_codes], stored_codes, -1)
@@ -52,7 +66,7 @@ def asof_indices(
     codes = np.concatenate([rows_c, obs_codes])
     # time * 2 + kind: at the same instant rows (0) sort before observations (1): `ts <= cutoff`.
     times = np.concatenate([rows_t * 2, cutoff * 2 + 1])
-    order = np.lexsort((times, codes))
+    order = _order_by(codes, times)
     is_row = order < m
     latest = np.maximum.accumulate(np.where(is_row, np.arange(len(order)), -1))
     obs_sorted = np.flatnonzero(~is_row)
@@ -65,6 +79,20 @@ def asof_indices(
         found &= rows_t[np.where(found, row_ids, 0)] >= oldest[obs_ids]
     result[obs_ids[found]] = row_index[row_ids[found]]
     return result
+
+
+def _order_by(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Positions sorted by (code, time). One argsort of a packed int64 key when the code and time
+    spans fit in 62 bits (the usual case, and faster than lexsort), else lexsort. Equal keys
+    are interchangeable here (duplicate observations), so the sort need not be stable."""
+    low = times.min()
+    span = int(times.max()) - int(low)
+    code_span = int(codes.max()) - int(codes.min()) + 1
+    time_bits = max(span, 1).bit_length()
+    if code_span.bit_length() + time_bits <= 62:
+        key = ((codes - codes.min()) << time_bits) | (times - low)
+        return np.argsort(key)
+    return np.lexsort((times, codes))
 
 
 def take_features(table: pa.Table, features: list[str], indices: np.ndarray) -> dict[str, pa.ChunkedArray]:

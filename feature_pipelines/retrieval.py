@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
 from feature_pipelines.catalog import Catalog, load_catalog
-from feature_pipelines.delta_files import data_files
+from feature_pipelines.delta_files import data_files, read_delta
+from feature_pipelines.dtypes import arrow_type
 from feature_pipelines.durations import epoch_micros, micros
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.observations import (
@@ -234,9 +235,8 @@ class FeatureStore:
         if span is None or not self.offline.exists(feature_set):
             return _empty(feature_set, columns)
         first, last = span
-        return self.offline.table(feature_set).to_pyarrow_table(
-            columns=columns, filters=[(WINDOW_KEY_COLUMN, ">=", first), (WINDOW_KEY_COLUMN, "<=", last)]
-        )
+        in_span = (pc.field(WINDOW_KEY_COLUMN) >= first) & (pc.field(WINDOW_KEY_COLUMN) <= last)
+        return read_delta(self.offline.table(feature_set), columns=columns, filter=in_span)
 
     def _join_local(
         self, frame: pd.DataFrame, t: pd.Series, selections: list[FeatureSelection], t_min, t_max
@@ -249,7 +249,7 @@ class FeatureStore:
             rows = self._feature_rows(selection, t_min, t_max)
             keys = feature_set.entity_names
             obs_codes, row_codes = entity_codes(
-                frame[keys].reset_index(drop=True), rows.select(keys).to_pandas()
+                [_key_array(frame, k, feature_set) for k in keys], [rows.column(k).combine_chunks() for k in keys]
             )
             row_ts = rows.column(feature_set.timestamp).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
             cutoff = t_floor - micros(feature_set.delay)
@@ -404,6 +404,21 @@ def _spark_schema(feature_set: FeatureSet, columns: list[str]):
     dtypes = {e.name: e.dtype for e in feature_set.entities} | {f.name: f.dtype for f in feature_set.features}
     dtypes[feature_set.timestamp] = "timestamp"
     return T.StructType([T.StructField(c, spark_type(dtypes[c]), True) for c in columns])
+
+
+def _key_array(frame: pd.DataFrame, column: str, feature_set: FeatureSet) -> pa.Array:
+    """An observation key column as Arrow, in the type the feature set stores the key in."""
+    dtype = next(e.dtype for e in feature_set.entities if e.name == column)
+    values = pa.array(frame[column], from_pandas=True)
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    try:
+        return values.cast(arrow_type(dtype))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise RetrievalError(
+            f"observation column {column!r} has type {values.type}, but feature set {feature_set.key} keys "
+            f"{column!r} as {dtype}; convert the column (e.g. frame[{column!r}].astype(str))."
+        ) from exc
 
 
 def _micros_floor(t: pd.Series) -> np.ndarray:

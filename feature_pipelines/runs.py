@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, Definitions
 
+from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.code_location import materialize_job_name
 from feature_pipelines.errors import FeatureStoreError
 from feature_pipelines.spec import FeatureSet
 from feature_pipelines.windows import windows_between
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)

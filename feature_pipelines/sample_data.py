@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
+from feature_pipelines.delta_files import read_delta
 from feature_pipelines.durations import epoch_micros
 from feature_pipelines.settings import resolve_path
 
@@ -117,8 +118,8 @@ def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
 def write_sample_observations(source_root: str, path: str, rows: int = 2_000, seed: int = 7) -> int:
     """Labelled observations for the fraud example: a transaction's account and merchant, the time
     it was scored, and a label. Written as one Parquet file; returns the row count."""
-    transactions = DeltaTable(resolve_path(source_root, "transactions")).to_pyarrow_table(
-        columns=["account_id", "merchant_id", "amount", "event_time"]
+    transactions = read_delta(
+        DeltaTable(resolve_path(source_root, "transactions")), columns=["account_id", "merchant_id", "amount", "event_time"]
     )
     rng = np.random.default_rng(seed)
     picked = transactions.take(np.sort(rng.choice(transactions.num_rows, min(rows, transactions.num_rows), replace=False)))

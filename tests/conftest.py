@@ -107,3 +107,36 @@ def offline_frame(store: DeltaOfflineStore, feature_set, window_keys=None, drop_
     if drop_created:
         frame = frame.drop(columns=["created"])
     return frame.sort_values([*feature_set.entity_names, feature_set.timestamp]).reset_index(drop=True)
+
+
+def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
+    """Environment for Dagster and featurestore subprocesses: a fresh DAGSTER_HOME with the repo's
+    dagster.yaml, and the stores of `settings`."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(home),
+        FEATURESTORE_PROJECT_DIR=str(PROJECT_DIR),
+        FEATURESTORE_DATA_DIR=str(settings.data_dir),
+        FEATURESTORE_SOURCE_ROOT=settings.source_root,
+        FEATURESTORE_OFFLINE_URI=settings.offline_uri,
+        FEATURESTORE_STAGING_DIR=str(settings.staging_dir),
+        REDIS_URL=settings.redis_url or "",
+        SPARK_DRIVER_MEMORY="1g",
+        SPARK_SHUFFLE_PARTITIONS="2",
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _forget_dagster_state_storage() -> Iterator[None]:
+    """Entering a DagsterInstance sets a context variable to its state storage; when the same
+    instance is entered twice (Dagster's test helpers do this), exiting leaves it pointing at the
+    disposed instance, and the next Definitions resolved in this process fail with "Attempted to
+    resolve undefined DagsterInstance weakref". Clear it after every test."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)

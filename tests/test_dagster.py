@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from feature_pipelines.cli import main as featurestore
 from feature_pipelines.code_location import build_definitions
 from feature_pipelines.runs import materialize_range
 from feature_pipelines.settings import Settings
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, dagster_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,28 +55,10 @@ def test_range_materializes_in_one_run_with_metadata(spark, settings: Settings) 
     assert sorted({p["window_key"] for p in table.partitions()}) == [f"2024-01-0{d}" for d in range(3, 10)]
 
 
-def _env(settings: Settings, home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
-    env = dict(os.environ)
-    env.update(
-        DAGSTER_HOME=str(home),
-        FEATURESTORE_PROJECT_DIR=str(PROJECT_DIR),
-        FEATURESTORE_DATA_DIR=str(settings.data_dir),
-        FEATURESTORE_SOURCE_ROOT=settings.source_root,
-        FEATURESTORE_OFFLINE_URI=settings.offline_uri,
-        FEATURESTORE_STAGING_DIR=str(settings.staging_dir),
-        REDIS_URL=settings.redis_url or "",
-        SPARK_DRIVER_MEMORY="1g",
-        SPARK_SHUFFLE_PARTITIONS="2",
-    )
-    return env
-
-
 def test_dagster_cli_validates_and_materializes_a_partition_range(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = _env(settings, tmp_path / "dagster_home")
+    env = dagster_env(settings, tmp_path / "dagster_home")
     dagster = str(Path(sys.executable).parent / "dagster")
     validate = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"],
                               cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
@@ -98,7 +79,7 @@ def test_dagster_cli_validates_and_materializes_a_partition_range(
 
 
 def test_featurestore_cli_materializes_and_reports_errors_cleanly(spark, settings: Settings, tmp_path: Path) -> None:
-    env = _env(settings, tmp_path / "home")
+    env = dagster_env(settings, tmp_path / "home")
     runner = CliRunner()
     ok = runner.invoke(featurestore, ["materialize", "accounts", "--start", "2024-01-01", "--end", "2024-01-03"], env=env)
     assert ok.exit_code == 0, ok.output

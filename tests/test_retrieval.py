@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from feature_pipelines.catalog import load_catalog
+from feature_pipelines.delta_files import read_delta
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.materialize import Stores, materialize_windows
 from feature_pipelines.offline_store import DeltaOfflineStore
@@ -154,7 +155,7 @@ def test_spark_engine_reads_stored_observations_in_order(store: FeatureStore, tm
     write_deltalake(str(delta_obs), obs)
     written = store.get_offline_features(delta_obs, FRAUD_FULL, engine="spark", output=tmp_path / "out", output_format="delta", now=T)
     from deltalake import DeltaTable
-    back = DeltaTable(written).to_pandas()
+    back = read_delta(DeltaTable(written)).to_pandas()
     assert len(back) == len(obs)
     # Delta files carry no order of their own beyond the file; compare as sets of rows.
     key = ["account_id", "merchant_id", "event_timestamp", "label"]

@@ -172,6 +172,71 @@ def status(feature_set: str | None, version: int | None, start: str | None, end:
                     click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
 
 
+@main.command("list")
+@_friendly
+def list_feature_sets() -> None:
+    """Every feature set version in the catalog, a line each."""
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.settings import Settings
+
+    catalog = load_catalog(Settings.from_env().feature_defs_dir)
+    _print_table(list(catalog))
+
+
+@main.command("search")
+@click.argument("query")
+@_friendly
+def search_feature_sets(query: str) -> None:
+    """Feature sets whose name, description, tags, owners, entities or features contain QUERY."""
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.catalog_view import search
+    from feature_pipelines.settings import Settings
+
+    found = search(load_catalog(Settings.from_env().feature_defs_dir), query)
+    if not found:
+        click.echo(f"no feature set matches {query!r}")
+        return
+    _print_table([fs for fs, _ in found], matched={fs.key: hits for fs, hits in found})
+
+
+@main.command("describe")
+@click.argument("feature_set")
+@click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@_friendly
+def describe_feature_set(feature_set: str, version: int | None) -> None:
+    """The spec, versions, materialized windows, freshness, last runs and users of FEATURE_SET."""
+    from dagster import DagsterInstance
+
+    from feature_pipelines.backfills import utc_now
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.catalog_view import describe, render
+    from feature_pipelines.dagster_home import ensure_dagster_home
+    from feature_pipelines.offline_store import DeltaOfflineStore
+    from feature_pipelines.retrieval_spec import load_retrieval_specs
+    from feature_pipelines.settings import Settings
+
+    ensure_dagster_home()
+    settings = Settings.from_env()
+    catalog = load_catalog(settings.feature_defs_dir)
+    spec = catalog.get(feature_set, version)
+    specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
+    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
+    with DagsterInstance.get() as instance:
+        click.echo(render(describe(spec, catalog, offline, instance, specs, utc_now())))
+
+
+def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None) -> None:
+    rows = [
+        (fs.key, ",".join(e.name for e in fs.entities), fs.partitions.cadence, str(len(fs.features)),
+         ",".join(fs.owners), ", ".join(matched[fs.key]) if matched else fs.description)
+        for fs in feature_sets
+    ]
+    header = ("feature set", "entities", "cadence", "features", "owners", "matched in" if matched else "description")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
 @main.command()
 @click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--days", type=click.IntRange(min=30), default=60, show_default=True,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,24 +29,33 @@ BIN = Path(sys.executable).parent
 ACCOUNTS = load_catalog(PROJECT_DIR / "feature_defs").get("accounts")
 
 
+@contextmanager
+def running_daemon(env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """A dagster-daemon running against the instance of `env` until the block ends."""
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+
+
+def _daemon_settings(settings: Settings) -> Settings:
+    # Redis database 3: other tests flush database 0.
+    return replace(settings, redis_url=settings.redis_url.rsplit("/", 1)[0] + "/3")
+
+
 @pytest.fixture()
 def daemon_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A temporary instance with a dagster-daemon running against it on this machine."""
-    # Redis database 3: other tests flush database 0.
-    settings = replace(settings, redis_url=settings.redis_url.rsplit("/", 1)[0] + "/3")
-    env = dagster_env(settings, tmp_path / "home")
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    env = dagster_env(_daemon_settings(settings), tmp_path / "home")
+    with running_daemon(env, tmp_path / "daemon.log"):
         yield env
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        log.close()
 
 
 def featurestore(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -103,6 +113,18 @@ def test_cli_backfill_runs_in_the_daemon_then_only_missing_reruns_one_window(dae
     assert "accounts_v1: 4 window(s): 3 materialized, 1 missing" in status.stdout
     assert "2024-01-01       missing" in status.stdout
 
+    # Dagster's own job backfill on the per-feature-set job runs in the same daemon.
+    job_backfill = subprocess.run(
+        [str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j", "materialize_accounts_v1",
+         "--from", "2024-01-09", "--to", "2024-01-10", "--noprompt"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert job_backfill.returncode == 0, job_backfill.stdout + job_backfill.stderr
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline and not {"2024-01-09", "2024-01-10"} <= set(offline.materialized_windows(ACCOUNTS)):
+        time.sleep(3)
+    assert table_windows(env) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-09", "2024-01-10"]
+
 
 def test_overlapping_backfills_both_complete_without_lost_or_duplicated_rows(daemon_env: dict[str, str]) -> None:
     env = daemon_env
@@ -139,3 +161,16 @@ def test_backfill_of_windows_without_source_data_is_refused(settings: Settings, 
     assert ahead.returncode == 1 and "accounts_v1 have no source data yet" in ahead.stderr, ahead.stderr
     bad = featurestore(env, "backfill", "accounts", "--start", "2024-05-02", "--end", "2024-05-01")
     assert bad.returncode == 1 and "before its start" in bad.stderr
+
+
+def test_waiting_backfill_exits_non_zero_when_a_window_fails(settings: Settings, tmp_path: Path) -> None:
+    # --force skips the source check, so the runs start and fail: the source table is absent.
+    empty = tmp_path / "no_sources"
+    empty.mkdir()
+    env = dagster_env(replace(_daemon_settings(settings), source_root=str(empty)), tmp_path / "home")
+    with running_daemon(env, tmp_path / "daemon.log"):
+        result = featurestore(env, "backfill", "accounts", "--start", "2024-01-02", "--end", "2024-01-03", "--force",
+                              "--wait", "--timeout", "420")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0/2 window(s) materialized, 2 failed" in result.stdout
+    assert "ended COMPLETED_FAILED with 2 failed window(s)" in result.stderr

@@ -4,10 +4,12 @@ from feature_pipelines.errors import FeatureStoreError
 from feature_pipelines.spec import (
     Aggregate,
     Entity,
+    Expectation,
     Feature,
     FeatureSet,
     Materialization,
     Partitions,
+    Quality,
     Source,
     WindowContext,
 )
@@ -15,11 +17,13 @@ from feature_pipelines.spec import (
 __all__ = [
     "Aggregate",
     "Entity",
+    "Expectation",
     "Feature",
     "FeatureSet",
     "FeatureStoreError",
     "Materialization",
     "Partitions",
+    "Quality",
     "Source",
     "WindowContext",
 ]

@@ -208,6 +208,52 @@ class Materialization:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """What a feature's values must satisfy in every window; checked after each materialization.
+
+    `max_null_rate` is a fraction (0.05 = at most 5% nulls); `min`/`max` bound every non-null
+    value (numbers only).
+    """
+
+    max_null_rate: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_null_rate is not None and not 0 <= self.max_null_rate <= 1:
+            raise SpecError(f"expectation max_null_rate {self.max_null_rate!r} must be between 0 and 1.")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise SpecError(f"expectation min {self.min!r} is greater than max {self.max!r}.")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Data-quality rules of a feature set, checked after each materialization.
+
+    A window's row count must lie within `row_count_band` times the median row count of the
+    `reference_windows` materialized windows before it (skipped until there is one). A failed
+    blocking check keeps the run's windows out of the online store. `freshness` is how long after
+    a window closes it must be materialized (default: the materialization delay plus one window).
+    """
+
+    row_count_band: tuple[float, float] = (0.5, 2.0)
+    reference_windows: int = 7
+    expectations: Mapping[str, Expectation] = field(default_factory=dict)
+    blocking: bool = True
+    freshness: str | None = None
+
+    def __post_init__(self) -> None:
+        low, high = self.row_count_band
+        if not 0 <= low <= 1 <= high:
+            raise SpecError(f"quality.row_count_band {self.row_count_band!r} must be (low, high) with 0 <= low <= 1 <= high.")
+        if self.reference_windows < 1:
+            raise SpecError("quality.reference_windows must be at least 1.")
+        object.__setattr__(self, "expectations", dict(self.expectations))
+        if self.freshness is not None:
+            parse_duration(self.freshness, field="quality.freshness")
+
+
+@dataclass(frozen=True)
 class WindowContext:
     """What a custom transform knows about the run: the range `[start, end)` it must fill."""
 
@@ -242,6 +288,7 @@ class FeatureSet:
     temporal_join_lookback: str | None = None
     source_delay: str = "0"
     materialization: Materialization = field(default_factory=Materialization)
+    quality: Quality = field(default_factory=Quality)
     owners: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
@@ -282,6 +329,7 @@ class FeatureSet:
             raise SpecError(f"{where}: declare at least one feature (features=[...] or aggregates=[...]).")
         self._check_names(where)
         self._check_source_columns(where)
+        self._check_expectations(where)
         if self.aggregates:
             longest = max(parse_duration(w, field="window") for a in self.aggregates for w in a.windows)
             if self.lookback < longest:
@@ -318,6 +366,14 @@ class FeatureSet:
             if name in seen:
                 raise SpecError(f"{where}: duplicate name {name!r} (used by a {seen[name]} and a {kind}); rename one.")
             seen[name] = kind
+
+    def _check_expectations(self, where: str) -> None:
+        dtypes = {f.name: f.dtype for f in self.features}
+        for name, expectation in self.quality.expectations.items():
+            if name not in dtypes:
+                raise SpecError(f"{where}: quality expectation for unknown feature {name!r}; features are {sorted(dtypes)}.")
+            if (expectation.min is not None or expectation.max is not None) and dtypes[name] not in NUMERIC:
+                raise SpecError(f"{where}: expectation min/max on {name!r} needs a numeric feature, not {dtypes[name]!r}.")
 
     def _check_source_columns(self, where: str) -> None:
         if self.transform is not None:

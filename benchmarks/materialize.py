@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/materialize.py --scale 1000000
 
 Prints rows/s (source rows read and feature rows written) and the ratio of one range run
-to 30 single-window runs, all in one process on one Spark session. Online publishing is
-off, so the figures measure Spark and Delta; `--online` turns it on.
+to 30 single-window runs, all in one process on one Spark session. The figures measure
+Spark and Delta; online publishing is a separate step (`online_publish.py`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import redis
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.catalog import load_catalog
-from feature_pipelines.local_redis import LocalRedisServer
 from feature_pipelines.resources import LOCAL_SPARK_NETWORK
 from feature_pipelines.materialize import SESSION_SETTINGS, Stores, materialize_windows
 from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.windows import windows_between
@@ -50,7 +47,6 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--feature-set", default="transactions")
     parser.add_argument("--windows", type=int, default=30)
-    parser.add_argument("--online", action="store_true", help="publish to a local redis-server too")
     parser.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -73,31 +69,24 @@ def main() -> None:
     first_day = last_day - timedelta(days=args.windows - 1)
     windows = windows_between(spec, first_day.strftime("%Y-%m-%d"), last_day.strftime("%Y-%m-%d"))
 
-    server = LocalRedisServer(workdir / "redis").start() if args.online else None
-    online = RedisOnlineStore(redis.Redis.from_url(server.url), server.url) if server else None
-
     def stores(name: str) -> Stores:
-        return Stores(sources, DeltaOfflineStore(str(workdir / name)), online, workdir / "staging")
+        return Stores(sources, DeltaOfflineStore(str(workdir / name)), None, workdir / "staging")
 
-    try:
-        # Warm-up: JIT and Spark planning caches should not count against the first figure.
-        materialize_windows(spark, spec, [windows[0].key], stores("warmup"))
+    # Warm-up: JIT and Spark planning caches should not count against the first figure.
+    materialize_windows(spark, spec, [windows[0].key], stores("warmup"))
 
-        one = materialize_windows(spark, spec, [windows[-1].key], stores("one"))
-        one_src = source_rows(sources, spec, windows[-1], windows[-1])
+    one = materialize_windows(spark, spec, [windows[-1].key], stores("one"))
+    one_src = source_rows(sources, spec, windows[-1], windows[-1])
 
-        ranged = materialize_windows(spark, spec, [w.key for w in windows], stores("range"))
-        range_src = source_rows(sources, spec, windows[0], windows[-1])
+    ranged = materialize_windows(spark, spec, [w.key for w in windows], stores("range"))
+    range_src = source_rows(sources, spec, windows[0], windows[-1])
 
-        single_s, single_rows = 0.0, 0
-        for window in windows:
-            result = materialize_windows(spark, spec, [window.key], stores("singles"))
-            single_s += result.duration_s
-            single_rows += result.rows
-        singles_src = sum(source_rows(sources, spec, w, w) for w in windows)
-    finally:
-        if server:
-            server.stop()
+    single_s, single_rows = 0.0, 0
+    for window in windows:
+        result = materialize_windows(spark, spec, [window.key], stores("singles"))
+        single_s += result.duration_s
+        single_rows += result.rows
+    singles_src = sum(source_rows(sources, spec, w, w) for w in windows)
 
     assert single_rows == ranged.rows, (single_rows, ranged.rows)
     print(f"\nfeature set {spec.key}, source {counts['transactions']} transactions, windows {windows[0].key}..{windows[-1].key}")

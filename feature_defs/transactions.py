@@ -1,6 +1,6 @@
 """Account-level spending: rolling sums, counts and means of card transactions."""
 
-from feature_pipelines import Aggregate, Entity, FeatureSet, Materialization, Partitions, Source
+from feature_pipelines import Aggregate, Entity, Expectation, FeatureSet, Materialization, Partitions, Quality, Source
 
 transactions_source = Source(
     name="transactions",
@@ -33,6 +33,11 @@ transactions = FeatureSet(
     source_lookback="30d",
     temporal_join_lookback="45d",
     materialization=Materialization(offline=True, online=True, delay="1h"),
+    # Blocking checks: a window breaking these is not published online.
+    quality=Quality(expectations={
+        "amount_sum_1d": Expectation(max_null_rate=0.0, min=0),
+        "txn_count_30d": Expectation(max_null_rate=0.0, min=0),
+    }),
     owners=["team:risk"],
     tags={"domain": "payments", "pii": "false"},
 )

@@ -1,9 +1,12 @@
-"""Dagster wiring: one partitioned asset per feature set version, one external asset per source.
+"""Dagster wiring: per feature set version, a partitioned offline asset with quality checks and
+a downstream online asset; one external asset per source.
 
-No business logic lives here; the asset hands its windows to `materialize_windows`.
+No business logic lives here: the assets hand their windows to `materialize_windows` and
+`publish_windows`, and the checks to `checks.py`.
 """
 
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dagster import (
@@ -13,33 +16,26 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
-    DailyPartitionsDefinition,
-    HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    TimeWindowPartitionsDefinition,
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
 
+from feature_pipelines.checks import check_specs, evaluate_checks
 from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.metadata import definition_metadata, materialization_metadata
+from feature_pipelines.online_publish import publish_windows
+from feature_pipelines.partitions import partitions_def
+from feature_pipelines.metadata import definition_metadata, materialization_metadata, publish_metadata
 from feature_pipelines.resources import OfflineStoreResource, OnlineStoreResource, SourcesResource
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec import FeatureSet, Source
+from feature_pipelines.window_status import status_summary, window_statuses
 
 
 # Dagster's tags for a run over a range of partitions (one run, one Spark job for the range).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def partitions_def(feature_set: FeatureSet) -> TimeWindowPartitionsDefinition:
-    """Windows as Dagster partitions, in UTC; keys match `Partitions.key_format`."""
-    start = feature_set.partitions.start
-    if feature_set.partitions.cadence == "hourly":
-        return HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC")
-    return DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone="UTC")
 
 
 def source_key(source: Source) -> AssetKey:
@@ -64,53 +60,98 @@ def source_spec(source: Source, source_root: str) -> AssetSpec:
     )
 
 
-def feature_set_asset(
-    feature_set: FeatureSet, file: Path | None, offline_uri: str
-) -> AssetsDefinition:
-    """The partitioned asset that materializes `feature_set`, window by window or range by range."""
-    kinds = {"spark", "delta"} | ({"redis"} if feature_set.materialization.online else set())
+def online_key(feature_set: FeatureSet) -> AssetKey:
+    """The asset that publishes a feature set version's windows to Redis."""
+    return AssetKey([f"{feature_set.key}_online"])
+
+
+def feature_set_assets(feature_set: FeatureSet, file: Path | None, offline_uri: str) -> list[AssetsDefinition]:
+    """The offline asset (with its quality checks) and, when the set is served online, the
+    downstream asset that publishes its windows to Redis."""
     with warnings.catch_warnings():
-        # BackfillPolicy is marked beta; single-run backfills are what this asset is built for.
+        # BackfillPolicy is marked beta; single-run backfills are what these assets are built for.
         warnings.simplefilter("ignore", BetaWarning)
-        return _build(feature_set, file, offline_uri, kinds)
+        assets = [_offline_asset(feature_set, file, offline_uri)]
+        if feature_set.materialization.online:
+            assets.append(_online_asset(feature_set))
+        return assets
 
 
-def _build(feature_set: FeatureSet, file: Path | None, offline_uri: str, kinds: set[str]) -> AssetsDefinition:
-    @asset(
-        key=AssetKey([feature_set.key]),
+def _common(feature_set: FeatureSet) -> dict:
+    return dict(
         partitions_def=partitions_def(feature_set),
         backfill_policy=BackfillPolicy.single_run(),
         pool=pool_name(feature_set),
-        deps=[source_key(feature_set.source)],
-        kinds=kinds,
         owners=list(feature_set.owners),
         tags={**feature_set.tags, "feature_set": feature_set.name, "version": str(feature_set.version)},
         group_name=feature_set.group,
-        description=feature_set.description or None,
         code_version=str(feature_set.version),
+    )
+
+
+def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str) -> AssetsDefinition:
+    key = AssetKey([feature_set.key])
+
+    @asset(
+        key=key,
+        deps=[source_key(feature_set.source)],
+        kinds={"spark", "delta"},
+        description=feature_set.description or None,
         metadata=definition_metadata(feature_set, file, resolve_path(offline_uri, f"{feature_set.name}/v{feature_set.version}")),
+        check_specs=check_specs(feature_set, key),
+        **_common(feature_set),
     )
     def _materialize(
         context: AssetExecutionContext,
         pyspark: LazyPySparkResource,
         sources: SourcesResource,
         offline_store: OfflineStoreResource,
-        online_store: OnlineStoreResource,
     ) -> MaterializeResult:
         stores = Stores(
             source_root=sources.root,
             source_storage_options=dict(sources.storage_options),
             offline=offline_store.store(),
-            online=online_store.store() if feature_set.materialization.online else None,
+            online=None,
             staging_dir=Path(offline_store.staging_dir),
         )
         keys = list(context.partition_keys)
+        history = {k: e["rows"] for k, e in stores.offline.materialized_windows(feature_set).items() if k not in keys}
         context.log.info(f"materializing {feature_set.key}: {len(keys)} window(s) {keys[0]} .. {keys[-1]}")
         result = materialize_windows(pyspark.spark_session, feature_set, keys, stores, run_id=context.run_id)
-        context.log.info(
-            f"{feature_set.key}: {result.rows} rows, Delta version {result.table_version}, "
-            f"{result.online.written if result.online else 0} online keys written in {result.duration_s:.1f}s"
-        )
-        return MaterializeResult(metadata=materialization_metadata(result))
+        context.log.info(f"{feature_set.key}: {result.rows} rows, Delta version {result.table_version} "
+                         f"in {result.duration_s:.1f}s")
+        metadata = materialization_metadata(result)
+        # The asset-level view of window status (the run's own windows count as materialized:
+        # Dagster still sees them in progress while this runs, hence no instance here).
+        statuses = window_statuses(feature_set, stores.offline, None, sources.root, dict(sources.storage_options),
+                                   datetime.now(timezone.utc))
+        metadata["window_status"] = MetadataValue.md(status_summary(feature_set, statuses))
+        checks = evaluate_checks(feature_set, key, result, history, stores.offline)
+        for check in checks:
+            if not check.passed:
+                context.log.warning(f"{feature_set.key}: check {check.check_name} failed: {check.description}")
+        return MaterializeResult(metadata=metadata, check_results=checks)
 
     return _materialize
+
+
+def _online_asset(feature_set: FeatureSet) -> AssetsDefinition:
+    @asset(
+        key=online_key(feature_set),
+        deps=[AssetKey([feature_set.key])],
+        kinds={"redis"},
+        description=f"Latest values of {feature_set.key} per entity in Redis, published from the offline table "
+                    "once its blocking quality checks pass.",
+        **_common(feature_set),
+    )
+    def _publish(
+        context: AssetExecutionContext, offline_store: OfflineStoreResource, online_store: OnlineStoreResource
+    ) -> MaterializeResult:
+        keys = list(context.partition_keys)
+        store = online_store.store()
+        result = publish_windows(feature_set, keys, offline_store.store(), store)
+        context.log.info(f"{feature_set.key}: {result.written} of {result.rows} entities written to Redis "
+                         f"({result.kept_newer} kept a newer value)")
+        return MaterializeResult(metadata=publish_metadata(result, keys, store.url))
+
+    return _publish

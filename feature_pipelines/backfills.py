@@ -17,7 +17,8 @@ from dagster._core.execution.asset_backfill import AssetBackfillStatus
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, BulkActionStatus, PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
 
-from feature_pipelines.assets import partitions_def
+from feature_pipelines.partitions import partitions_def
+from feature_pipelines.code_location import materialized_assets
 from feature_pipelines.errors import WindowError
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.source_changes import latest_event, open_source, source_files
@@ -107,7 +108,7 @@ def submit_backfill(
         backfill_id=backfill_id,
         asset_graph=defs.resolve_asset_graph(),
         partition_names=keys,
-        asset_selection=[AssetKey([feature_set.key])],
+        asset_selection=materialized_assets(feature_set),
         backfill_timestamp=time.time(),
         tags={"feature_set": feature_set.name, "version": str(feature_set.version)},
         dynamic_partitions_store=instance,

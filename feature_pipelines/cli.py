@@ -386,9 +386,10 @@ def _run_dataset(spec: str, kind: str, config: dict[str, Any]) -> None:
     click.echo(f"building the {kind} set of {name} ...")
     with DagsterInstance.get() as instance:
         op_config = {k: v for k, v in config.items() if v != ""}
-        metadata, run_id = run_job(
+        by_asset, run_id = run_job(
             defs, instance, f"{kind}_dataset_{name}", {"ops": {f"datasets__{name}__{kind}": {"config": op_config}}}
         )
+        metadata = by_asset.get(f"datasets/{name}/{kind}", {})
     click.echo(f"{metadata.get('dagster/row_count', 0)} rows -> {metadata.get('output')}  (run {run_id})")
     for key, value in metadata.items():
         if key.startswith("match_rate/"):
@@ -399,7 +400,7 @@ def _print_outcome(key: str, outcome: Any) -> None:
     meta = outcome.metadata
     click.echo(
         f"{key}: {outcome.windows} window(s), {meta.get('dagster/row_count', 0)} rows, "
-        f"Delta version {meta.get('delta_version', '-')}, online keys written {meta.get('online_keys_written', 0)}, "
+        f"Delta version {meta.get('delta_version', '-')}, online keys written {outcome.online.get('online_keys_written', 0)}, "
         f"run {outcome.run_id}"
     )
 

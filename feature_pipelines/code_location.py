@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job
+from dagster import AssetKey, Definitions, define_asset_job
 
-from feature_pipelines.assets import feature_set_asset, partitions_def, source_spec
+from feature_pipelines.assets import feature_set_assets, online_key, source_spec
+from feature_pipelines.partitions import partitions_def
 from feature_pipelines.automation import failure_sensor, feature_set_schedule, source_sensor
 from feature_pipelines.catalog import Catalog, load_catalog
 from feature_pipelines.datasets import dataset_assets, dataset_key
@@ -18,6 +19,12 @@ def materialize_job_name(feature_set: FeatureSet) -> str:
     return f"materialize_{feature_set.key}"
 
 
+def materialized_assets(feature_set: FeatureSet) -> list[AssetKey]:
+    """What materializing a feature set runs: its offline asset, then its online publish."""
+    keys = [AssetKey([feature_set.key])]
+    return keys + [online_key(feature_set)] if feature_set.materialization.online else keys
+
+
 def build_definitions(settings: Settings | None = None, catalog: Catalog | None = None) -> Definitions:
     """Definitions for every feature set in `feature_defs/`, wired to the configured stores."""
     settings = settings or Settings.from_env()
@@ -25,9 +32,9 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     sources = {fs.source.name: fs.source for fs in catalog}
     specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
     datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir)]
-    assets = [feature_set_asset(fs, catalog.file_of(fs), settings.offline_uri) for fs in catalog]
+    assets = [a for fs in catalog for a in feature_set_assets(fs, catalog.file_of(fs), settings.offline_uri)]
     materialize_jobs = {
-        fs.key: define_asset_job(materialize_job_name(fs), selection=[fs.key], partitions_def=partitions_def(fs))
+        fs.key: define_asset_job(materialize_job_name(fs), selection=materialized_assets(fs), partitions_def=partitions_def(fs))
         for fs in catalog
     }
     jobs = list(materialize_jobs.values())

@@ -41,3 +41,7 @@ class OnlineStoreError(FeatureStoreError):
 
 class RetrievalError(FeatureStoreError):
     """A retrieval request is invalid: bad observations, unknown features, missing windows."""
+
+
+class QualityCheckError(FeatureStoreError):
+    """A blocking quality check failed: the windows are offline but not published online."""

@@ -1,4 +1,6 @@
-"""Materialize windows of a feature set: source → Spark → validated rows → Delta → Redis.
+"""Materialize windows of a feature set: source → Spark → validated rows → Delta.
+
+Publishing to Redis is a separate step (`online_publish.py`).
 
 The computed rows are first written by the executors to a private staging folder, so the
 transform runs once, validation and statistics read the staged files, and the driver
@@ -13,16 +15,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as pads
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from feature_pipelines.dtypes import NUMERIC
 from feature_pipelines.errors import FeatureStoreError, TransformOutputError
 from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_store import PublishResult, RedisOnlineStore
+from feature_pipelines.quality import WindowFeatureStats
+from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.source_reader import read_source
 from feature_pipelines.spec import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
 from feature_pipelines.transforms import compute_features
@@ -39,14 +42,6 @@ _TRUNC_UNIT = {"daily": "day", "hourly": "hour"}
 _PREVIEW_ROWS = 5
 
 
-@dataclass(frozen=True)
-class FeatureStats:
-    count: int
-    nulls: int
-    minimum: Any
-    maximum: Any
-
-
 @dataclass
 class MaterializationResult:
     feature_set: FeatureSet
@@ -55,8 +50,8 @@ class MaterializationResult:
     rows_per_window: dict[str, int]
     table_version: int | None
     table_uri: str | None
-    online: PublishResult | None
-    stats: dict[str, FeatureStats]
+    stats: dict[str, WindowFeatureStats]
+    window_stats: dict[str, dict[str, WindowFeatureStats]]
     preview: pd.DataFrame
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)
@@ -80,7 +75,7 @@ def materialize_windows(
     stores: Stores,
     run_id: str | None = None,
 ) -> MaterializationResult:
-    """Compute `window_keys` and replace them in the offline store, then publish online."""
+    """Compute `window_keys` and replace them in the offline store (one commit)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     for key, value in SESSION_SETTINGS.items():
@@ -108,7 +103,8 @@ def materialize_windows(
         timings["compute_s"] = time.perf_counter() - started
         staged = spark.read.parquet(str(stage / "rows"))
         validate_output(feature_set, staged, ranges)
-        stats, per_window = _statistics(feature_set, staged)
+        stats, window_stats = _statistics(feature_set, staged)
+        per_window = {k: next(iter(v.values())).count for k, v in window_stats.items()}
         preview = staged.orderBy(*feature_set.entity_names, feature_set.timestamp).limit(_PREVIEW_ROWS).toPandas()
         timings["validate_s"] = time.perf_counter() - started - timings["compute_s"]
 
@@ -125,12 +121,6 @@ def materialize_windows(
             uri = stores.offline.table_uri(feature_set)
             timings["offline_write_s"] = time.perf_counter() - mark
 
-        published = None
-        if feature_set.materialization.online and stores.online is not None:
-            mark = time.perf_counter()
-            _latest_per_entity(feature_set, staged).write.parquet(str(stage / "latest"))
-            published = stores.online.publish(feature_set, _batches(stage / "latest"))
-            timings["online_publish_s"] = time.perf_counter() - mark
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -141,8 +131,8 @@ def materialize_windows(
         rows_per_window={k: per_window.get(k, 0) for k in keys},
         table_version=version,
         table_uri=uri,
-        online=published,
         stats=stats,
+        window_stats=window_stats,
         preview=preview,
         duration_s=time.perf_counter() - started,
         timings=timings,
@@ -167,29 +157,39 @@ def _batches(path: Path):
     return pads.dataset(str(path), format="parquet").to_batches(batch_size=64_000)
 
 
-def _statistics(feature_set: FeatureSet, staged: DataFrame) -> tuple[dict[str, FeatureStats], dict[str, int]]:
-    """Per-feature count, nulls, min and max in one pass, plus rows per window."""
+def _statistics(
+    feature_set: FeatureSet, staged: DataFrame
+) -> tuple[dict[str, WindowFeatureStats], dict[str, dict[str, WindowFeatureStats]]]:
+    """Per-feature count, nulls, min, max, mean and distinct estimate, for the whole run and per
+    window, in one aggregation over the staged rows."""
+    numeric = {f.name for f in feature_set.features if f.dtype in NUMERIC | {"bool"}}
     aggregations = [F.count(F.lit(1)).alias("__rows")]
     for name in feature_set.feature_names:
+        column = F.col(name).cast("double") if name in numeric else F.col(name)
         aggregations += [
             F.sum(F.col(name).isNull().cast("long")).alias(f"{name}__nulls"),
             F.min(name).alias(f"{name}__min"),
             F.max(name).alias(f"{name}__max"),
+            (F.avg(column) if name in numeric else F.lit(None).cast("double")).alias(f"{name}__mean"),
+            F.approx_count_distinct(name).alias(f"{name}__distinct"),
         ]
-    totals = staged.agg(*aggregations).collect()[0].asDict()
-    rows = int(totals["__rows"])
-    stats = {
-        name: FeatureStats(rows, int(totals[f"{name}__nulls"] or 0), totals[f"{name}__min"], totals[f"{name}__max"])
-        for name in feature_set.feature_names
-    }
-    per_window = {r[WINDOW_KEY_COLUMN]: int(r["count"]) for r in staged.groupBy(WINDOW_KEY_COLUMN).count().collect()}
-    return stats, per_window
+    grouped = staged.rollup(WINDOW_KEY_COLUMN).agg(*aggregations).collect()
 
+    def stats_of(row: dict) -> dict[str, WindowFeatureStats]:
+        rows = int(row["__rows"])
+        return {
+            name: WindowFeatureStats(
+                rows, int(row[f"{name}__nulls"] or 0), row[f"{name}__min"], row[f"{name}__max"],
+                row[f"{name}__mean"], int(row[f"{name}__distinct"] or 0),
+            )
+            for name in feature_set.feature_names
+        }
 
-def _latest_per_entity(feature_set: FeatureSet, staged: DataFrame) -> DataFrame:
-    order = Window.partitionBy(*feature_set.entity_names).orderBy(F.col(feature_set.timestamp).desc())
-    return (
-        staged.withColumn("__rank", F.row_number().over(order))
-        .where(F.col("__rank") == 1)
-        .select(*feature_set.entity_names, feature_set.timestamp, *feature_set.feature_names)
-    )
+    totals = {name: WindowFeatureStats(0, 0, None, None) for name in feature_set.feature_names}
+    per_window = {}
+    for row in (r.asDict() for r in grouped):
+        if row[WINDOW_KEY_COLUMN] is None:  # the rollup's grand total
+            totals = stats_of(row)
+        else:
+            per_window[row[WINDOW_KEY_COLUMN]] = stats_of(row)
+    return totals, per_window

@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 
 from feature_pipelines.delta_files import delta_dataset
 from feature_pipelines.materialize import MaterializationResult
+from feature_pipelines.online_store import PublishResult
 from feature_pipelines.retrieval_spec import FeatureSelection
 from feature_pipelines.spec import FeatureSet
 
@@ -65,20 +66,31 @@ def materialization_metadata(result: MaterializationResult) -> dict[str, Any]:
     if result.table_version is not None:
         metadata["delta_version"] = result.table_version
         metadata["dagster/uri"] = MetadataValue.path(result.table_uri or "")
-    if result.online is not None:
-        metadata["online_keys_written"] = result.online.written
-        metadata["online_rows_offered"] = result.online.rows
-        metadata["online_kept_newer"] = result.online.kept_newer
     return metadata
 
 
+def publish_metadata(result: PublishResult, window_keys: list[str], redis_url: str) -> dict[str, Any]:
+    """What one online publish did."""
+    return {
+        "windows": f"{window_keys[0]} .. {window_keys[-1]} ({len(window_keys)} windows)" if len(window_keys) > 1 else window_keys[0],
+        "online_rows_offered": result.rows,
+        "online_keys_written": result.written,
+        "online_kept_newer": result.kept_newer,
+        "redis": redis_url,
+    }
+
+
 def _stats_table(result: MaterializationResult) -> str:
-    lines = ["| feature | rows | nulls | null % | min | max |", "|---|---|---|---|---|---|"]
-    for name, stats in result.stats.items():
-        share = (100.0 * stats.nulls / stats.count) if stats.count else 0.0
-        lines.append(
-            f"| {name} | {stats.count} | {stats.nulls} | {share:.2f} | {_fmt(stats.minimum)} | {_fmt(stats.maximum)} |"
-        )
+    """The whole run, then each window: count, nulls, min, max, mean and distinct estimate."""
+    lines = ["| window | feature | rows | nulls | null % | min | max | mean | distinct ~ |", "|---|---|---|---|---|---|---|---|---|"]
+    sections = [("all", result.stats)] + ([] if len(result.window_stats) < 2 else sorted(result.window_stats.items()))
+    for window, stats_by_feature in sections:
+        for name, stats in stats_by_feature.items():
+            share = (100.0 * stats.nulls / stats.count) if stats.count else 0.0
+            lines.append(
+                f"| {window} | {name} | {stats.count} | {stats.nulls} | {share:.2f} | {_fmt(stats.minimum)} | "
+                f"{_fmt(stats.maximum)} | {_fmt(stats.mean)} | {_fmt(stats.distinct)} |"
+            )
     return "\n".join(lines)
 
 

@@ -67,6 +67,10 @@ class RedisOnlineStore:
     def client(self) -> redis.Redis:
         return self._client
 
+    @property
+    def url(self) -> str:
+        return self._url
+
     def key(self, feature_set: FeatureSet, entity: Sequence[Any]) -> str:
         return self.keys(feature_set, [entity])[0]
 

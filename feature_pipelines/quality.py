@@ -15,12 +15,14 @@ from feature_pipelines.spec import FeatureSet
 
 @dataclass(frozen=True)
 class WindowFeatureStats:
-    """One feature in one window."""
+    """One feature over some rows (a window, or a whole run)."""
 
     count: int
     nulls: int
     minimum: Any
     maximum: Any
+    mean: float | None = None  # numeric features only
+    distinct: int | None = None  # an estimate (HyperLogLog++)
 
 
 @dataclass(frozen=True)
@@ -34,22 +36,26 @@ class CheckOutcome:
 def row_count_check(feature_set: FeatureSet, rows: dict[str, int], history: dict[str, int]) -> CheckOutcome:
     """Every window's rows within the band around the median of the windows materialized before it.
 
-    `rows` are this run's windows; `history` the row counts of windows already in the store.
+    `rows` are this run's windows; `history` the row counts of windows already in the store. A
+    window is judged once `reference_windows` earlier windows exist; with `row_count_band=None`
+    the rule is off.
     """
-    low, high = feature_set.quality.row_count_band
+    band = feature_set.quality.row_count_band
+    if band is None:
+        return CheckOutcome(True, "row-count band not declared (quality.row_count_band=None)")
+    low, high = band
     n = feature_set.quality.reference_windows
     known = dict(history)
     failing, details = [], {}
     for key in sorted(rows):
         earlier = [known[k] for k in sorted(known) if k < key][-n:]
-        if not earlier:
-            details[key] = f"{rows[key]} rows (no earlier window to compare)"
+        if len(earlier) < n:
+            details[key] = f"{rows[key]} rows (not judged: {len(earlier)} earlier window(s), needs {n})"
         else:
             reference = statistics.median(earlier)
             lo, hi = low * reference, high * reference
-            ok = lo <= rows[key] <= hi
-            details[key] = f"{rows[key]} rows, expected {lo:g}..{hi:g} (median of {len(earlier)} earlier: {reference:g})"
-            if not ok:
+            details[key] = f"{rows[key]} rows, expected {lo:g}..{hi:g} (median of {n} earlier: {reference:g})"
+            if not lo <= rows[key] <= hi:
                 failing.append(key)
         known[key] = rows[key]  # later windows of the same run compare against this one too
     if failing:

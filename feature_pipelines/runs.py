@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dagster import DagsterInstance, Definitions
+from dagster._core.errors import DagsterAssetCheckFailedError
 
-from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
+from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG, online_key
 from feature_pipelines.code_location import materialize_job_name
-from feature_pipelines.errors import FeatureStoreError
+from feature_pipelines.errors import FeatureStoreError, QualityCheckError
 from feature_pipelines.spec import FeatureSet
 from feature_pipelines.windows import windows_between
 
@@ -18,7 +19,8 @@ from feature_pipelines.windows import windows_between
 class RunOutcome:
     run_id: str
     windows: int
-    metadata: dict
+    metadata: dict  # the offline asset's materialization metadata
+    online: dict  # the online asset's, when the set is served online
 
 
 def materialize_range(
@@ -27,8 +29,9 @@ def materialize_range(
     """Materialize windows `first..last` of `feature_set` in one run (one Spark job, one commit)."""
     windows = windows_between(feature_set, first, last)
     tags = {RANGE_START_TAG: windows[0].key, RANGE_END_TAG: windows[-1].key}
-    metadata, run_id = run_job(defs, instance, materialize_job_name(feature_set), tags=tags)
-    return RunOutcome(run_id=run_id, windows=len(windows), metadata=metadata)
+    by_asset, run_id = run_job(defs, instance, materialize_job_name(feature_set), tags=tags)
+    return RunOutcome(run_id=run_id, windows=len(windows), metadata=by_asset.get(feature_set.key, {}),
+                      online=by_asset.get(online_key(feature_set).to_user_string(), {}))
 
 
 def _feature_store_cause(exc: BaseException) -> FeatureStoreError | None:
@@ -50,16 +53,24 @@ def run_job(
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
-    """Execute a job in process, recorded on the instance; return its last materialization's metadata
-    and the run id. A FeatureStoreError raised inside is re-raised as itself, for a clean CLI message."""
+    """Execute a job in process, recorded on the instance; return each materialized asset's metadata
+    (by asset key, as `a/b`) and the run id. A FeatureStoreError raised inside is re-raised as itself,
+    and failed blocking checks as a QualityCheckError, for a clean CLI message."""
     job = defs.resolve_job_def(job_name)
     try:
         result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags)
+    except DagsterAssetCheckFailedError as exc:
+        raise QualityCheckError(
+            f"{exc}. The windows are in the offline store (inspect them and the check results in the Dagster UI) "
+            "but were not published online; fix the data and re-run them."
+        ) from exc
     except Exception as exc:
         cause = _feature_store_cause(exc)
         if cause is not None:
             raise cause from exc
         raise
-    events = result.get_asset_materialization_events()
-    metadata = {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
-    return metadata, result.run_id
+    by_asset = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        by_asset[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    return by_asset, result.run_id

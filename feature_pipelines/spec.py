@@ -203,8 +203,10 @@ class Materialization:
 
     def __post_init__(self) -> None:
         parse_duration(self.delay, field="materialization.delay")
-        if not self.offline and not self.online:
-            raise SpecError("materialization: both stores are off; turn on offline, online or both.")
+        if not self.offline:
+            # Online values are published from the offline table (after its quality checks).
+            raise SpecError("materialization: offline=False is not supported; the online store is published from "
+                            "the offline store, so keep offline=True (set online=False to skip Redis).")
 
 
 @dataclass(frozen=True)
@@ -231,21 +233,25 @@ class Quality:
     """Data-quality rules of a feature set, checked after each materialization.
 
     A window's row count must lie within `row_count_band` times the median row count of the
-    `reference_windows` materialized windows before it (skipped until there is one). A failed
-    blocking check keeps the run's windows out of the online store. `freshness` is how long after
-    a window closes it must be materialized (default: the materialization delay plus one window).
+    `reference_windows` materialized windows before it; windows with fewer predecessors are not
+    judged, and `row_count_band=None` turns the rule off (for update-driven sources whose daily
+    volume swings widely). A failed blocking check keeps the run's windows out of the online
+    store. `freshness` is how long after a window closes it must be materialized (default: the
+    materialization delay plus one window).
     """
 
-    row_count_band: tuple[float, float] = (0.5, 2.0)
+    row_count_band: tuple[float, float] | None = (0.2, 5.0)
     reference_windows: int = 7
     expectations: Mapping[str, Expectation] = field(default_factory=dict)
     blocking: bool = True
     freshness: str | None = None
 
     def __post_init__(self) -> None:
-        low, high = self.row_count_band
-        if not 0 <= low <= 1 <= high:
-            raise SpecError(f"quality.row_count_band {self.row_count_band!r} must be (low, high) with 0 <= low <= 1 <= high.")
+        if self.row_count_band is not None:
+            low, high = self.row_count_band
+            if not 0 <= low <= 1 <= high:
+                raise SpecError(f"quality.row_count_band {self.row_count_band!r} must be (low, high) with "
+                                "0 <= low <= 1 <= high, or None.")
         if self.reference_windows < 1:
             raise SpecError("quality.reference_windows must be at least 1.")
         object.__setattr__(self, "expectations", dict(self.expectations))

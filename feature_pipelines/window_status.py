@@ -15,12 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 from dagster import AssetKey, DagsterInstance
 
-from feature_pipelines.assets import partitions_def
+from feature_pipelines.partitions import partitions_def
 from feature_pipelines.errors import SourceError
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.source_changes import SourceFile, open_source, source_files
 from feature_pipelines.spec import FeatureSet
-from feature_pipelines.windows import window_containing, windows_between
+from feature_pipelines.windows import describe_keys, window_containing, windows_between
 
 STATUSES = ("materialized", "missing", "failed", "in progress", "stale")
 
@@ -74,6 +74,17 @@ def window_statuses(
             materialized_at=_utc(entry["materialized_at"]) if entry else None, run_id=(entry or {}).get("run_id") or None,
         ))
     return result
+
+
+def status_summary(feature_set: FeatureSet, statuses: list[WindowStatus]) -> str:
+    """Markdown: how many windows are in each status, and which ones are not materialized."""
+    lines = ["| status | windows | which |", "|---|---|---|"]
+    for status in STATUSES:
+        keys = [s.key for s in statuses if s.status == status]
+        if keys:
+            which = "" if status == "materialized" else describe_keys(keys, feature_set)
+            lines.append(f"| {status} | {len(keys)} | {which} |")
+    return "\n".join(lines)
 
 
 def last_complete_window(feature_set: FeatureSet, now: datetime) -> str:

@@ -28,7 +28,8 @@ from dagster import (
 )
 from deltalake import DeltaTable, write_deltalake
 
-from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG, feature_set_asset, partitions_def
+from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG, feature_set_assets
+from feature_pipelines.partitions import partitions_def
 from feature_pipelines.automation import failure_sensor, feature_set_schedule, source_run_requests, source_sensor
 from feature_pipelines.catalog import load_catalog
 from feature_pipelines.code_location import build_definitions, materialize_job_name
@@ -66,7 +67,7 @@ def test_hourly_schedule_and_default_status_follow_the_spec(settings: Settings) 
                      materialization=Materialization(delay="15m", schedule_enabled=True))
     hourly_job = define_asset_job("hourly", selection=[hourly.key], partitions_def=partitions_def(hourly))
     defs = Definitions(
-        assets=[feature_set_asset(hourly, None, settings.offline_uri)], jobs=[hourly_job],
+        assets=feature_set_assets(hourly, None, settings.offline_uri), jobs=[hourly_job],
         schedules=[feature_set_schedule(hourly, hourly_job)], resources=build_resources(settings),
     )
     schedule = defs.resolve_schedule_def("accounts_v1_schedule")

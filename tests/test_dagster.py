@@ -49,8 +49,12 @@ def test_range_materializes_in_one_run_with_metadata(spark, settings: Settings) 
     meta = outcome.metadata
     assert meta["windows"] == "2024-01-03 .. 2024-01-09 (7 windows)"
     assert meta["dagster/row_count"] == sum(meta["rows_per_window"].values()) > 0
-    assert meta["delta_version"] == 0 and meta["online_keys_written"] > 0
-    assert "| amount_sum_7d |" in meta["feature_stats"] and "account_id" in meta["preview"]
+    assert meta["delta_version"] == 0 and outcome.online["online_keys_written"] > 0
+    assert "| all | amount_sum_7d |" in meta["feature_stats"] and "| 2024-01-09 | amount_sum_7d |" in meta["feature_stats"]
+    assert "account_id" in meta["preview"]
+    # The asset-level window status: this run's 7 windows, the rest of the complete ones missing.
+    assert "| materialized | 7 |" in meta["window_status"] and "| missing |" in meta["window_status"]
+    assert "2024-01-01..2024-01-02" in meta["window_status"]
     table = DeltaTable(f"{settings.offline_uri}/transactions/v1")
     assert sorted({p["window_key"] for p in table.partitions()}) == [f"2024-01-0{d}" for d in range(3, 10)]
 

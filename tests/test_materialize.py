@@ -15,6 +15,7 @@ from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.catalog import load_catalog
 from feature_pipelines.errors import SourceError, TransformOutputError
 from feature_pipelines.materialize import Stores, materialize_windows
+from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.windows import windows_between
 from tests.conftest import PROJECT_DIR, offline_frame, write_source
@@ -73,21 +74,29 @@ def test_rerun_is_idempotent_and_replaces_only_its_window(spark, sample_stores: 
     assert sample_stores.offline.window_keys(spec) == keys(spec, "2024-01-08", "2024-01-12")
 
 
+def publish(spec, window_keys: list[str], stores: Stores):
+    return publish_windows(spec, window_keys, stores.offline, stores.online)
+
+
 def test_older_window_never_overwrites_newer_online_value(spark, sample_stores: Stores) -> None:
     spec = CATALOG.get("transactions")
     materialize_windows(spark, spec, ["2024-01-20"], sample_stores)
+    publish(spec, ["2024-01-20"], sample_stores)
     account_ids = sample_stores.offline.read(spec).column("account_id").unique().to_pylist()
     latest = sample_stores.online.read(spec, [[a] for a in account_ids])
     assert all(v is not None and v.ts >= datetime(2024, 1, 20, tzinfo=UTC) for v in latest)
 
-    backfill = materialize_windows(spark, spec, keys(spec, "2024-01-05", "2024-01-10"), sample_stores)
-    assert backfill.online is not None and backfill.online.kept_newer > 0
+    older = keys(spec, "2024-01-05", "2024-01-10")
+    materialize_windows(spark, spec, older, sample_stores)
+    backfill = publish(spec, older, sample_stores)
+    assert backfill.kept_newer > 0
     again = sample_stores.online.read(spec, [[a] for a in account_ids])
     assert again == latest
 
-    # Re-running the newest window may correct values: equal ts replaces.
-    rerun = materialize_windows(spark, spec, ["2024-01-20"], sample_stores)
-    assert rerun.online is not None and rerun.online.written == len(account_ids)
+    # Re-publishing the newest window may correct values: equal ts replaces.
+    materialize_windows(spark, spec, ["2024-01-20"], sample_stores)
+    rerun = publish(spec, ["2024-01-20"], sample_stores)
+    assert rerun.written == len(account_ids)
 
 
 def test_transform_failure_leaves_table_at_previous_version(spark, sample_stores: Stores) -> None:
@@ -223,6 +232,7 @@ def test_hourly_windows_use_dagster_hourly_keys(spark, stores: Stores) -> None:
     result = materialize_windows(spark, spec, keys(spec, "2024-03-01-05:00", "2024-03-01-06:00"), stores)
     assert result.rows_per_window == {"2024-03-01-05:00": 1, "2024-03-01-06:00": 1}
     assert stores.offline.window_keys(spec) == ["2024-03-01-05:00", "2024-03-01-06:00"]
+    publish(spec, result.window_keys, stores)
     # Online holds the newest row of the run, not the 07:00 row of a window not materialized.
     assert stores.online.read(spec, [["u1"]])[0].features == {"score": 3.0}
 

@@ -16,21 +16,25 @@ ACCOUNTS = load_catalog(PROJECT_DIR / "feature_defs").get("accounts")
 
 
 def test_row_count_band_compares_with_the_median_of_earlier_windows() -> None:
+    spec = replace(ACCOUNTS, quality=Quality(row_count_band=(0.5, 2.0)))
     history = {f"2024-01-0{d}": 100 for d in range(1, 8)}
     history["2024-01-04"] = 1000  # an outlier does not move the median
-    ok = row_count_check(ACCOUNTS, {"2024-01-08": 120}, history)
+    ok = row_count_check(spec, {"2024-01-08": 120}, history)
     assert ok.passed and "expected 50..200" in ok.details["2024-01-08"]
-    collapse = row_count_check(ACCOUNTS, {"2024-01-08": 10, "2024-01-09": 100}, history)
+    collapse = row_count_check(spec, {"2024-01-08": 10, "2024-01-09": 100}, history)
     assert not collapse.passed and collapse.failing_windows == ["2024-01-08"]
     assert "2024-01-08: 10 rows, expected 50..200" in collapse.description
 
 
-def test_row_count_band_without_history_passes_and_says_why() -> None:
-    first = row_count_check(ACCOUNTS, {"2024-01-01": 5}, {})
-    assert first.passed and first.details["2024-01-01"] == "5 rows (no earlier window to compare)"
+def test_row_count_band_needs_enough_history_and_can_be_turned_off() -> None:
+    first = row_count_check(replace(ACCOUNTS, quality=Quality()), {"2024-01-01": 5}, {})
+    assert first.passed and first.details["2024-01-01"] == "5 rows (not judged: 0 earlier window(s), needs 7)"
     # Within one run, later windows compare against the earlier ones of the same run.
-    spike = row_count_check(ACCOUNTS, {"2024-01-01": 100, "2024-01-02": 500}, {})
+    one_back = replace(ACCOUNTS, quality=Quality(reference_windows=1))
+    spike = row_count_check(one_back, {"2024-01-01": 100, "2024-01-02": 600}, {})
     assert not spike.passed and spike.failing_windows == ["2024-01-02"]
+    off = replace(ACCOUNTS, quality=Quality(row_count_band=None))
+    assert row_count_check(off, {"2024-01-02": 600}, {"2024-01-01": 1}).passed
 
 
 def test_expectations_flag_null_spikes_and_out_of_range_values() -> None:

@@ -14,6 +14,7 @@ from feature_pipelines.catalog import load_catalog
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.materialize import Stores, materialize_windows
+from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.retrieval import FeatureStore
@@ -36,6 +37,7 @@ def materialize_through(spark, stores: Stores, name: str, last: str) -> None:
     spec = CATALOG.get(name)
     keys = [w.key for w in windows_between(spec, "2024-01-01", last)]
     materialize_windows(spark, spec, keys, stores)
+    publish_windows(spec, keys, stores.offline, stores.online)
 
 
 @pytest.fixture(scope="module")

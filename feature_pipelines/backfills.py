@@ -121,7 +121,10 @@ def submit_backfill(
     return backfill_id
 
 
-def backfill_progress(instance: DagsterInstance, defs: Definitions, backfill_id: str) -> BackfillProgress:
+def backfill_progress(
+    instance: DagsterInstance, defs: Definitions, backfill_id: str, feature_set: FeatureSet
+) -> BackfillProgress:
+    """Progress in windows: the feature set's offline asset (its online publish follows it)."""
     backfill = instance.get_backfill(backfill_id)
     if backfill is None:
         raise WindowError(f"no backfill {backfill_id!r} on this Dagster instance (DAGSTER_HOME).")
@@ -130,6 +133,8 @@ def backfill_progress(instance: DagsterInstance, defs: Definitions, backfill_id:
     data = backfill.asset_backfill_data
     if data is not None:
         for status in data.get_backfill_status_per_asset_key(defs.resolve_asset_graph()):
+            if status.asset_key != AssetKey([feature_set.key]):
+                continue
             targeted += getattr(status, "num_targeted_partitions", 0)
             for kind, count in getattr(status, "partitions_counts_by_status", {}).items():
                 counts[kind] = counts.get(kind, 0) + count
@@ -154,6 +159,7 @@ def wait_for_backfill(
     instance: DagsterInstance,
     defs: Definitions,
     backfill_id: str,
+    feature_set: FeatureSet,
     report: Callable[[BackfillProgress], None],
     poll_s: float = 2.0,
     timeout_s: float | None = None,
@@ -162,7 +168,7 @@ def wait_for_backfill(
     started = time.monotonic()
     last = None
     while True:
-        progress = backfill_progress(instance, defs, backfill_id)
+        progress = backfill_progress(instance, defs, backfill_id, feature_set)
         if progress != last:
             report(progress)
             last = progress

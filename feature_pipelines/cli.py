@@ -131,7 +131,8 @@ def backfill(feature_set: str, start: str, end: str, version: int | None, only_m
                         "(or `dagster dev`) with the same DAGSTER_HOME to run it.", fg="yellow", err=True)
         if not wait:
             return
-        progress = wait_for_backfill(instance, defs, backfill_id, lambda p: click.echo(p.describe()), timeout_s=timeout)
+        progress = wait_for_backfill(instance, defs, backfill_id, spec, lambda p: click.echo(p.describe()),
+                                     timeout_s=timeout)
     if not progress.succeeded:
         raise click.ClickException(f"backfill {backfill_id} ended {progress.status} with {progress.failed} failed window(s)")
 

@@ -231,7 +231,8 @@ def test_training_dataset_job_records_a_versioned_materialization(store: Feature
     defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
     with instance_for_test() as instance:
         config = {"ops": {"datasets__fraud_model__training": {"config": {"observations": str(observations)}}}}
-        metadata, run_id = run_job(defs, instance, "training_dataset_fraud_model", config)
+        by_asset, run_id = run_job(defs, instance, "training_dataset_fraud_model", config)
+        metadata = by_asset["datasets/fraud_model/training"]
         assert instance.get_latest_materialization_event(AssetKey(["datasets", "fraud_model", "training"])).run_id == run_id
     assert metadata["dagster/row_count"] == 3
     assert metadata["match_rate/accounts_v1"] == pytest.approx(2 / 3, abs=1e-4)
@@ -279,8 +280,9 @@ def test_inference_dataset_job_equals_the_api(store: FeatureStore, tmp_path: Pat
     defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
     config = {"entities": str(tmp_path / "entities.parquet"), "as_of": "2024-02-01T12:00:00+00:00"}
     with instance_for_test() as instance:
-        metadata, _ = run_job(defs, instance, "inference_dataset_fraud_model",
+        by_asset, _ = run_job(defs, instance, "inference_dataset_fraud_model",
                               {"ops": {"datasets__fraud_model__inference": {"config": config}}})
+    metadata = by_asset["datasets/fraud_model/inference"]
     expected = store.get_inference_features(entities, PROJECT_DIR / "feature_defs/retrieval_specs/fraud_model.yaml",
                                             as_of=datetime(2024, 2, 1, 12, tzinfo=UTC))
     pd.testing.assert_frame_equal(pd.read_parquet(metadata["output"]), expected, check_dtype=False)

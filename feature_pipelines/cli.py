@@ -142,7 +142,7 @@ def backfill(feature_set: str, start: str, end: str, version: int | None, only_m
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
 @click.option("--start", default=None, help="First window key (default: the first window).")
 @click.option("--end", default=None, help="Last window key (default: the last complete window).")
-@click.option("--all", "show_all", is_flag=True, help="List every window, not just a summary and the non-materialized ones.")
+@click.option("--all", "show_all", is_flag=True, help="List every window (default: counts, and the other windows as ranges).")
 @_friendly
 def status(feature_set: str | None, version: int | None, start: str | None, end: str | None, show_all: bool) -> None:
     """Per-window status of feature sets: materialized, missing, failed, in progress or stale."""
@@ -154,6 +154,7 @@ def status(feature_set: str | None, version: int | None, start: str | None, end:
     from feature_pipelines.offline_store import DeltaOfflineStore
     from feature_pipelines.settings import Settings
     from feature_pipelines.window_status import STATUSES, window_statuses
+    from feature_pipelines.windows import describe_keys
 
     ensure_dagster_home()
     settings = Settings.from_env()
@@ -167,10 +168,16 @@ def status(feature_set: str | None, version: int | None, start: str | None, end:
                                    now, start, end)
             counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
             click.echo(f"{spec.key}: {len(rows)} window(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+            if not show_all:
+                # Compact: the windows of each non-materialized status, as ranges.
+                for state in STATUSES[1:]:
+                    keys = [r.key for r in rows if r.status == state]
+                    if keys:
+                        click.echo(f"  {state}: {describe_keys(keys, spec)}")
+                continue
             for row in rows:
-                if show_all or row.status != "materialized":
-                    when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
-                    click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
+                when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
+                click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
 
 
 @main.command("list")

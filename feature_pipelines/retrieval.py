@@ -202,10 +202,8 @@ class FeatureStore:
     def _choose_engine(
         self, engine: Engine, observations: int, selections: list[FeatureSelection], t_min, t_max
     ) -> Literal["local", "spark"]:
-        if engine in ("local", "spark"):
+        if _known_engine(engine) != "auto":
             return engine
-        if engine != "auto":
-            raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
         total = observations
         for selection in selections:
             span = self._key_range(selection.feature_set, t_min, t_max)
@@ -261,8 +259,7 @@ class FeatureStore:
 
     def _spark_for_stored(self, engine: Engine, rows: int) -> bool:
         """Stored observations stay in Spark when asked, or when they alone exceed the local engine."""
-        if engine not in ("auto", "local", "spark"):
-            raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
+        engine = _known_engine(engine)
         return engine == "spark" or (engine == "auto" and rows > self.local_engine_max_rows)
 
     def _offline_spark_files(
@@ -297,10 +294,7 @@ class FeatureStore:
 
         observations = from_pandas(self.spark, frame, timestamp_column)
         joined = self.spark_join(observations, selections, t_min, t_max, broadcast_matches=len(frame) <= BROADCAST_MAX_ROWS)
-        out = joined.drop(ROW_ID).toPandas()
-        for column in frame.columns:
-            if column in out and isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-                out[column] = out[column].dt.tz_localize("UTC") if out[column].dt.tz is None else out[column]
+        out = _spark_to_pandas(joined.drop(ROW_ID), list(frame.columns), pa.Schema.from_pandas(frame.head(0), preserve_index=False))
         out.index = frame.index
         return out
 
@@ -427,6 +421,12 @@ def _micros_floor(t: pd.Series) -> np.ndarray:
 
 def _micros_ceil(t: pd.Series) -> np.ndarray:
     return -((-t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)) // 1000)
+
+
+def _known_engine(engine: str) -> str:
+    if engine not in ("auto", "local", "spark"):
+        raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
+    return engine
 
 
 def _spark_to_pandas(joined, observation_columns: list[str], schema: pa.Schema) -> pd.DataFrame:

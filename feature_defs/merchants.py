@@ -34,10 +34,11 @@ merchants = FeatureSet(
     source=transactions_source,
     transform=daily_merchant_activity,
     features=[
-        Feature("txn_count_1d", "int64", "Transactions on the day"),
-        Feature("amount_sum_1d", "float64", "Amount spent on the day, EUR"),
-        Feature("distinct_accounts_1d", "int64", "Distinct paying accounts on the day"),
-        Feature("online_share_1d", "float64", "Share of online transactions"),
+        # derived_from: the source columns behind each feature (column lineage in the UI).
+        Feature("txn_count_1d", "int64", "Transactions on the day", derived_from=["transaction_id"]),
+        Feature("amount_sum_1d", "float64", "Amount spent on the day, EUR", derived_from=["amount"]),
+        Feature("distinct_accounts_1d", "int64", "Distinct paying accounts on the day", derived_from=["account_id"]),
+        Feature("online_share_1d", "float64", "Share of online transactions", derived_from=["channel"]),
     ],
     partitions=Partitions("daily", start="2024-01-01"),
     source_delay="1d",

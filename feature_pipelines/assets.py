@@ -26,7 +26,7 @@ from feature_pipelines.checks import check_specs, evaluate_checks
 from feature_pipelines.materialize import Stores, materialize_windows
 from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.partitions import partitions_def
-from feature_pipelines.metadata import definition_metadata, materialization_metadata, publish_metadata
+from feature_pipelines.metadata import column_lineage, definition_metadata, materialization_metadata, publish_metadata
 from feature_pipelines.resources import OfflineStoreResource, OnlineStoreResource, SourcesResource
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec import FeatureSet, Source
@@ -97,7 +97,8 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
         deps=[source_key(feature_set.source)],
         kinds={"spark", "delta"},
         description=feature_set.description or None,
-        metadata=definition_metadata(feature_set, file, resolve_path(offline_uri, f"{feature_set.name}/v{feature_set.version}")),
+        metadata=definition_metadata(feature_set, file, resolve_path(offline_uri, f"{feature_set.name}/v{feature_set.version}"),
+                                     source_key(feature_set.source)),
         check_specs=check_specs(feature_set, key),
         **_common(feature_set),
     )
@@ -121,6 +122,7 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
         context.log.info(f"{feature_set.key}: {result.rows} rows, Delta version {result.table_version} "
                          f"in {result.duration_s:.1f}s")
         metadata = materialization_metadata(result)
+        metadata["dagster/column_lineage"] = column_lineage(feature_set, source_key(feature_set.source))
         # The asset-level view of window status (the run's own windows count as materialized:
         # Dagster still sees them in progress while this runs, hence no instance here).
         statuses = window_statuses(feature_set, stores.offline, None, sources.root, dict(sources.storage_options),

@@ -6,7 +6,10 @@
 - One source sensor per feature set: when the source Delta table gets a new version, it requests
   exactly the complete windows that read the added files (late rows included), one run per
   contiguous range. Its cursor is the last source version seen, so nothing is requested twice.
-- One run-failure sensor for the code location: it sends each failed run to the notifier.
+- One run-failure sensor for the code location: it sends each failed run to the notifier, with
+  the checks that failed in it.
+- One check-failure sensor: it sends the failed checks of each successful run (non-blocking checks
+  such as freshness do not fail their run) to the notifier.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import json
 from datetime import datetime, timezone
 
 from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    RunStatusSensorContext,
     RunFailureSensorContext,
     RunRequest,
     ScheduleDefinition,
@@ -25,13 +32,15 @@ from dagster import (
     SkipReason,
     build_schedule_from_partitioned_job,
     run_failure_sensor,
+    run_status_sensor,
     sensor,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.durations import parse_duration
-from feature_pipelines.errors import SourceError, SpecError
+from feature_pipelines.errors import SourceError
 from feature_pipelines.notifier import Notification, Notifier, notifier_from_env
 from feature_pipelines.settings import Settings
 from feature_pipelines.source_changes import affected_windows, open_source, source_files
@@ -48,15 +57,11 @@ def source_sensor_name(feature_set: FeatureSet) -> str:
 
 
 def feature_set_schedule(feature_set: FeatureSet, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
-    """Materialize the last complete window `materialization.delay` after it closes."""
+    """Materialize the last complete window `materialization.delay` after it closes (the spec
+    keeps the delay shorter than one window)."""
     delay = parse_duration(feature_set.materialization.delay, field="materialization.delay")
     minutes = int(delay.total_seconds() // 60)
     hourly = feature_set.partitions.cadence == "hourly"
-    if (hourly and minutes >= 60) or (not hourly and minutes >= 24 * 60):
-        raise SpecError(
-            f"feature set {feature_set.key}: materialization.delay {feature_set.materialization.delay} must be "
-            f"shorter than one {'hour' if hourly else 'day'} (the window cadence)."
-        )
     status = DefaultScheduleStatus.RUNNING if feature_set.materialization.schedule_enabled else DefaultScheduleStatus.STOPPED
     return build_schedule_from_partitioned_job(
         job,
@@ -139,18 +144,61 @@ def failure_sensor(notifier: Notifier | None = None) -> SensorDefinition:
             while error is not None and error.cause is not None:  # Dagster wraps the user's error
                 error = error.cause
             causes.append(f"{event.step_key}: {error.message.strip() if error else event.message}")
-        error = "\n".join([context.failure_event.message or "run failed", *causes])
+        checks = [_describe_check(e) for e in failed_checks(context.instance, run.run_id)]
+        error = "\n".join([context.failure_event.message or "run failed", *causes, *checks])
         (notifier or notifier_from_env()).send(Notification(
             title=f"Run failed: {run.job_name}",
             text=error,
-            details={
-                "run_id": run.run_id,
-                "job": run.job_name,
-                "partition_range": f"{run.tags.get(RANGE_START_TAG, run.tags.get('dagster/partition', ''))}"
-                                   f"..{run.tags.get(RANGE_END_TAG, run.tags.get('dagster/partition', ''))}",
-            },
+            details={"run_id": run.run_id, "job": run.job_name, "partition_range": _partition_range(run.tags)},
         ))
 
     return _on_failure
+
+
+def check_failure_sensor(notifier: Notifier | None = None) -> SensorDefinition:
+    """Send the failed asset checks of every successful run to the notifier. (A failed blocking
+    check fails its run, which the run-failure sensor reports.)"""
+
+    @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="feature_store_check_failures",
+                       default_status=DefaultSensorStatus.RUNNING,
+                       description="Notifies (webhook or file) about failed checks in successful runs, "
+                                   "freshness checks included.")
+    def _on_success(context: RunStatusSensorContext) -> SkipReason | None:
+        run = context.dagster_run
+        failed = failed_checks(context.instance, run.run_id)
+        if not failed:
+            return SkipReason(f"run {run.run_id}: no failed checks")
+        (notifier or notifier_from_env()).send(Notification(
+            title=f"{len(failed)} check(s) failed: {run.job_name}",
+            text="\n".join(_describe_check(e) for e in failed),
+            details={
+                "run_id": run.run_id,
+                "job": run.job_name,
+                "partition_range": _partition_range(run.tags),
+                "checks": [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed],
+            },
+        ))
+        return None
+
+    return _on_success
+
+
+def failed_checks(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
+    """The asset check evaluations of a run that did not pass."""
+    records = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [r.dagster_event.event_specific_data for r in records if r.dagster_event is not None]
+    return [e for e in evaluations if isinstance(e, AssetCheckEvaluation) and not e.passed]
+
+
+def _describe_check(evaluation: AssetCheckEvaluation) -> str:
+    summary = evaluation.metadata.get("summary")
+    detail = summary.value if summary is not None else (evaluation.description or "")
+    return (f"check {evaluation.asset_key.to_user_string()}:{evaluation.check_name} failed "
+            f"({evaluation.severity.value}): {detail}".rstrip(": "))
+
+
+def _partition_range(tags: dict[str, str]) -> str:
+    single = tags.get("dagster/partition", "")
+    return f"{tags.get(RANGE_START_TAG, single)}..{tags.get(RANGE_END_TAG, single)}"
 
 

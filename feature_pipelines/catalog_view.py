@@ -11,6 +11,7 @@ from datetime import datetime
 
 from dagster import AssetKey, DagsterInstance
 
+from feature_pipelines.durations import format_duration
 from feature_pipelines.catalog import Catalog
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.retrieval_spec import RetrievalSpec
@@ -124,7 +125,8 @@ def render(description: Description) -> str:
         lines.append("  materialized:    none")
     if description.missing:
         lines.append(f"  missing:         {len(description.missing)} complete window(s): {describe_keys(description.missing, fs)}")
-    lines.append(f"  freshness:       {description.freshness_lag}")
+    lines.append(f"  freshness:       {description.freshness_lag}; each window is due "
+                 f"{format_duration(fs.freshness_deadline)} after it closes")
     lines.append("  last runs:" if description.runs else "  last runs:       none recorded on this Dagster instance")
     for run in description.runs:
         rows = "-" if run.rows is None else str(run.rows)

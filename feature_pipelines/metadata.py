@@ -8,10 +8,11 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import AssetKey, MetadataValue, TableColumn, TableColumnDep, TableColumnLineage, TableSchema
 from deltalake import DeltaTable
 
 from feature_pipelines.delta_files import delta_dataset
+from feature_pipelines.durations import format_duration
 from feature_pipelines.materialize import MaterializationResult
 from feature_pipelines.online_store import PublishResult
 from feature_pipelines.retrieval_spec import FeatureSelection
@@ -28,11 +29,21 @@ def column_schema(feature_set: FeatureSet) -> TableSchema:
     return TableSchema(columns=columns)
 
 
-def definition_metadata(feature_set: FeatureSet, file: Path | None, table_uri: str) -> dict[str, Any]:
+def column_lineage(feature_set: FeatureSet, source: AssetKey) -> TableColumnLineage:
+    """Which source columns each offline column comes from (declared or known from the spec)."""
+    return TableColumnLineage(deps_by_column={
+        column: [TableColumnDep(asset_key=source, column_name=name) for name in names]
+        for column, names in feature_set.column_lineage().items()
+    })
+
+
+def definition_metadata(feature_set: FeatureSet, file: Path | None, table_uri: str, source: AssetKey) -> dict[str, Any]:
     """Static metadata of the asset: what the spec says."""
     spec = feature_set.describe()
     metadata: dict[str, Any] = {
         "dagster/column_schema": column_schema(feature_set),
+        "dagster/column_lineage": column_lineage(feature_set, source),
+        "freshness_deadline": f"{format_duration(feature_set.freshness_deadline)} after each window closes",
         "entities": ", ".join(f"{k} ({v})" for k, v in spec["entities"].items()),
         "source": feature_set.source.name,
         "compute": spec["compute"],

@@ -55,15 +55,24 @@ class Entity:
 
 @dataclass(frozen=True)
 class Feature:
-    """One output column of a feature set."""
+    """One output column of a feature set.
+
+    `derived_from` names the source columns it is computed from (column lineage, shown in the
+    Dagster UI). Only a custom transform needs it: aggregates and copied columns know theirs.
+    """
 
     name: str
     dtype: str
     description: str = ""
+    derived_from: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_identifier(self.name, "feature")
         object.__setattr__(self, "dtype", normalize_dtype(self.dtype, field=f"feature {self.name!r}"))
+        derived = (self.derived_from,) if isinstance(self.derived_from, str) else tuple(self.derived_from)
+        for column in derived:
+            _check_identifier(column, f"feature {self.name!r} derived_from column")
+        object.__setattr__(self, "derived_from", derived)
 
 
 @dataclass(frozen=True)
@@ -236,8 +245,9 @@ class Quality:
     `reference_windows` materialized windows before it; windows with fewer predecessors are not
     judged, and `row_count_band=None` turns the rule off (for update-driven sources whose daily
     volume swings widely). A failed blocking check keeps the run's windows out of the online
-    store. `freshness` is how long after a window closes it must be materialized (default: the
-    materialization delay plus one window).
+    store. `freshness` is how long after a window closes it must be materialized; it must be
+    shorter than one window (the default is the materialization delay plus a quarter of a
+    window, at most one window less a minute: 7h for daily windows with a 1h delay).
     """
 
     row_count_band: tuple[float, float] | None = (0.2, 5.0)
@@ -336,6 +346,8 @@ class FeatureSet:
         self._check_names(where)
         self._check_source_columns(where)
         self._check_expectations(where)
+        self._check_lineage(where)
+        self._check_freshness(where)
         if self.aggregates:
             longest = max(parse_duration(w, field="window") for a in self.aggregates for w in a.windows)
             if self.lookback < longest:
@@ -356,6 +368,8 @@ class FeatureSet:
                         aggregate.output_dtype(column_dtype),
                         aggregate.description
                         or f"{aggregate.function}({aggregate.column or '*'}) over the trailing {window}",
+                        # A count of events derives from the event times; the rest from their column.
+                        derived_from=(aggregate.column or self.source.timestamp,),
                     )
                 )
         return tuple(features)
@@ -380,6 +394,38 @@ class FeatureSet:
                 raise SpecError(f"{where}: quality expectation for unknown feature {name!r}; features are {sorted(dtypes)}.")
             if (expectation.min is not None or expectation.max is not None) and dtypes[name] not in NUMERIC:
                 raise SpecError(f"{where}: expectation min/max on {name!r} needs a numeric feature, not {dtypes[name]!r}.")
+
+    def _check_lineage(self, where: str) -> None:
+        for feature in self.features:
+            unknown = [c for c in feature.derived_from if c not in self.source.columns]
+            if unknown:
+                raise SpecError(
+                    f"{where}: feature {feature.name!r} is derived_from unknown column(s) {unknown}; "
+                    f"source {self.source.name!r} has {sorted(self.source.columns)}."
+                )
+
+    def _check_freshness(self, where: str) -> None:
+        window = self.partitions.window_length
+        delay = parse_duration(self.materialization.delay, field="materialization.delay")
+        if delay >= window:
+            raise SpecError(
+                f"{where}: materialization.delay {self.materialization.delay} must be shorter than one "
+                f"{'hour' if self.partitions.cadence == 'hourly' else 'day'} (the window cadence)."
+            )
+        deadline = self.freshness_deadline
+        if not timedelta(0) < deadline < window:
+            raise SpecError(
+                f"{where}: quality.freshness {format_duration(deadline)} must be positive and shorter than "
+                f"one {self.partitions.cadence} window ({format_duration(window)}): it is how long after a "
+                "window closes that window must be materialized."
+            )
+        if deadline % timedelta(minutes=1):
+            raise SpecError(f"{where}: quality.freshness {format_duration(deadline)} must be whole minutes.")
+        if deadline <= delay:
+            raise SpecError(
+                f"{where}: quality.freshness {format_duration(deadline)} is not longer than materialization.delay "
+                f"{format_duration(delay)}: the schedule only starts after the delay; give the run time to finish."
+            )
 
     def _check_source_columns(self, where: str) -> None:
         if self.transform is not None:
@@ -435,6 +481,24 @@ class FeatureSet:
     @property
     def delay(self) -> timedelta:
         return parse_duration(self.source_delay, field="source_delay")
+
+    @property
+    def freshness_deadline(self) -> timedelta:
+        """How long after a window closes it must be materialized (see `Quality.freshness`)."""
+        if self.quality.freshness is not None:
+            return parse_duration(self.quality.freshness, field="quality.freshness")
+        window = self.partitions.window_length
+        delay = parse_duration(self.materialization.delay, field="materialization.delay")
+        return min(delay + window / 4, window - timedelta(minutes=1))
+
+    def column_lineage(self) -> dict[str, tuple[str, ...]]:
+        """Each output column and the source columns it comes from, where known."""
+        lineage = {e.name: (e.name,) for e in self.entities if e.name in self.source.columns}
+        passthrough = not self.aggregates and self.transform is None
+        lineage[self.timestamp] = (self.source.timestamp,) if self.transform is None else ()
+        for feature in self.features:
+            lineage[feature.name] = feature.derived_from or ((feature.name,) if passthrough else ())
+        return {column: sources for column, sources in lineage.items() if sources}
 
     @property
     def ttl(self) -> timedelta | None:

@@ -76,8 +76,8 @@ def test_hourly_schedule_and_default_status_follow_the_spec(settings: Settings) 
         context = build_schedule_context(instance=instance, scheduled_execution_time=datetime(2024, 2, 3, 7, 15, tzinfo=UTC))
         requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2024-02-03-06:00"]
-    with pytest.raises(SpecError, match="must be shorter than one day"):
-        feature_set_schedule(replace(accounts, materialization=Materialization(delay="25h")), hourly_job)
+    with pytest.raises(SpecError, match="materialization.delay 25h must be shorter than one day"):
+        replace(accounts, materialization=Materialization(delay="25h"))
 
 
 def _copy_sources(sample_sources: str, tmp_path: Path) -> str:

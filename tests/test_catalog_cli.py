@@ -68,6 +68,7 @@ def test_describe_shows_spec_windows_freshness_runs_and_users(spark, settings: S
         "source:          accounts (delta, path accounts, event time updated_at)", "compute:         passthrough",
         "credit_limit  float64   Credit limit in EUR", "materialized:    3 window(s): 2024-01-02..2024-01-04",
         "missing:", "2024-01-01, 2024-01-05..", "window(s) behind: newest materialized 2024-01-04",
+        "each window is due 7h after it closes",
         f"{outcome.run_id[:8]}  2024-01-02 .. 2024-01-04 (3 windows)", "used by:         fraud_model",
     ]:
         assert expected in out, f"{expected!r} not in:\n{out}"

@@ -34,6 +34,13 @@ def test_every_feature_set_is_a_partitioned_asset_with_spec_attributes(settings:
     assert transactions.backfill_policy == BackfillPolicy.single_run()
     assert specs[AssetKey(["transactions_v1"])].deps[0].asset_key == AssetKey(["sources", "transactions"])
     assert defs.resolve_job_def("materialize_transactions_v1") is not None
+    # Column lineage: known for aggregates, declared in the merchants file for its transform.
+    lineage = specs[AssetKey(["merchants_v1"])].metadata["dagster/column_lineage"].deps_by_column
+    source = AssetKey(["sources", "transactions"])
+    assert [(d.asset_key, d.column_name) for d in lineage["distinct_accounts_1d"]] == [(source, "account_id")]
+    lineage = specs[AssetKey(["transactions_v1"])].metadata["dagster/column_lineage"].deps_by_column
+    assert [d.column_name for d in lineage["amount_sum_7d"]] == ["amount"]
+    assert [d.column_name for d in lineage["txn_count_7d"]] == ["event_time"]
 
 
 def test_range_materializes_in_one_run_with_metadata(spark, settings: Settings) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Materialization, Partitions, Quality, Source
 from feature_pipelines.catalog import load_catalog
 from feature_pipelines.errors import CatalogError, SpecError
 
@@ -55,11 +56,32 @@ def test_aggregates_derive_typed_features() -> None:
         ({"timestamp": "window_key"}, "reserved by the offline store"),
         ({"temporal_join_lookback": "0"}, "temporal_join_lookback must be positive"),
         ({"transform": lambda df, w: df}, "either aggregates or transform"),
+        ({"quality": Quality(freshness="1d")}, "quality.freshness 1d must be positive and shorter than one daily window"),
+        ({"quality": Quality(freshness="30m")}, "quality.freshness 30m is not longer than materialization.delay 1h"),
+        ({"quality": Quality(freshness="90s")}, "quality.freshness 90s must be whole minutes"),
+        ({"aggregates": (), "transform": lambda df, w: df, "features": [Feature("n", "int64", derived_from=["amout"])]},
+         "feature 'n' is derived_from unknown column(s) ['amout']"),
     ],
 )
 def test_invalid_specs_are_rejected_with_a_clear_message(overrides: dict, message: str) -> None:
-    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SpecError, match=re.escape(message)):
         make(**overrides)
+
+
+def test_freshness_deadline_defaults_to_delay_plus_a_quarter_window() -> None:
+    assert make().freshness_deadline == timedelta(hours=7)
+    hourly = make(partitions=Partitions("hourly"), materialization=Materialization(delay="50m"))
+    assert hourly.freshness_deadline == timedelta(minutes=59)  # capped below one window
+    assert make(quality=Quality(freshness="3h")).freshness_deadline == timedelta(hours=3)
+
+
+def test_column_lineage_is_known_for_aggregates_and_declared_for_transforms() -> None:
+    spec = make(aggregates=[Aggregate("sum", "amount", ["1d"]), Aggregate("count", None, ["7d"], name="n_{window}")])
+    assert spec.column_lineage() == {"user_id": ("user_id",), "ts": ("event_time",),
+                                     "amount_sum_1d": ("amount",), "n_7d": ("event_time",)}
+    custom = make(aggregates=(), transform=lambda df, w: df,
+                  features=[Feature("share", "float64", derived_from=["kind", "amount"]), Feature("other", "int64")])
+    assert custom.column_lineage() == {"user_id": ("user_id",), "share": ("kind", "amount")}
 
 
 def test_duplicate_feature_name_is_rejected() -> None:

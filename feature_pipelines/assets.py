@@ -14,15 +14,19 @@ from dagster import (
     BetaWarning,
     AssetKey,
     AssetsDefinition,
+    AssetMaterialization,
     AssetSpec,
+    Backoff,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
 
 from feature_pipelines.checks import check_specs, evaluate_checks
+from feature_pipelines.faults import ONLINE_BEFORE_PUBLISH, fault_point
 from feature_pipelines.materialize import Stores, materialize_windows
 from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.partitions import partitions_def
@@ -132,6 +136,10 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
         for check in checks:
             if not check.passed:
                 context.log.warning(f"{feature_set.key}: check {check.check_name} failed: {check.description}")
+        # The verdict goes into the window log first: a window held back here is never published
+        # online by a later repair, and a crash before this line leaves the windows pending (held).
+        stores.offline.record_checks(feature_set, keys, passed=not (
+            feature_set.quality.blocking and any(not check.passed for check in checks)))
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return _materialize
@@ -144,16 +152,25 @@ def _online_asset(feature_set: FeatureSet) -> AssetsDefinition:
         kinds={"redis"},
         description=f"Latest values of {feature_set.key} per entity in Redis, published from the offline table "
                     "once its blocking quality checks pass.",
+        # Redis hiccups are transient; publishing is idempotent (newer wins), so retrying is safe.
+        retry_policy=RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL),
         **_common(feature_set),
     )
     def _publish(
         context: AssetExecutionContext, offline_store: OfflineStoreResource, online_store: OnlineStoreResource
     ) -> MaterializeResult:
         keys = list(context.partition_keys)
+        fault_point(ONLINE_BEFORE_PUBLISH)
         store = online_store.store()
         result = publish_windows(feature_set, keys, offline_store.store(), store)
         context.log.info(f"{feature_set.key}: {result.written} of {result.rows} entities written to Redis "
                          f"({result.kept_newer} kept a newer value)")
+        if result.repaired:
+            context.log.warning(f"{feature_set.key}: published {len(result.repaired)} window(s) that were offline but "
+                                f"not online: {', '.join(result.repaired)}")
+            for window in result.repaired:  # so the UI shows them as published too
+                context.log_event(AssetMaterialization(asset_key=online_key(feature_set), partition=window,
+                                                       metadata={"repaired_by_run": context.run_id}))
         return MaterializeResult(metadata=publish_metadata(result, keys, store.url))
 
     return _publish

@@ -39,7 +39,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
-from feature_pipelines.durations import parse_duration
+from feature_pipelines.durations import format_duration
 from feature_pipelines.errors import SourceError
 from feature_pipelines.notifier import Notification, Notifier, notifier_from_env
 from feature_pipelines.settings import Settings
@@ -59,7 +59,7 @@ def source_sensor_name(feature_set: FeatureSet) -> str:
 def feature_set_schedule(feature_set: FeatureSet, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
     """Materialize the last complete window `materialization.delay` after it closes (the spec
     keeps the delay shorter than one window)."""
-    delay = parse_duration(feature_set.materialization.delay, field="materialization.delay")
+    delay = feature_set.schedule_delay
     minutes = int(delay.total_seconds() // 60)
     hourly = feature_set.partitions.cadence == "hourly"
     status = DefaultScheduleStatus.RUNNING if feature_set.materialization.schedule_enabled else DefaultScheduleStatus.STOPPED
@@ -67,7 +67,7 @@ def feature_set_schedule(feature_set: FeatureSet, job: UnresolvedAssetJobDefinit
         job,
         name=schedule_name(feature_set),
         description=f"Materializes the last complete window of {feature_set.key}, "
-                    f"{feature_set.materialization.delay} after it closes.",
+                    f"{format_duration(delay)} after it closes.",
         minute_of_hour=minutes % 60,
         hour_of_day=None if hourly else minutes // 60,
         default_status=status,

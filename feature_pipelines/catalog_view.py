@@ -113,7 +113,7 @@ def render(description: Description) -> str:
         f"temporal_join_lookback: {spec['temporal_join_lookback'] or 'none'}",
         f"  stores:          offline {'on' if fs.materialization.offline else 'off'}, "
         f"online {'on' if fs.materialization.online else 'off'}; schedule "
-        f"{'on' if fs.materialization.schedule_enabled else 'off'} by default, {fs.materialization.delay} after close",
+        f"{'on' if fs.materialization.schedule_enabled else 'off'} by default, {format_duration(fs.schedule_delay)} after close",
         "  features:",
     ]
     width = max(len(f.name) for f in fs.features)

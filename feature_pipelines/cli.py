@@ -180,6 +180,39 @@ def status(feature_set: str | None, version: int | None, start: str | None, end:
                 click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
 
 
+@main.command()
+@click.argument("feature_set")
+@click.option("--version", type=int, required=True, help="The version to retire.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_friendly
+def retire(feature_set: str, version: int, yes: bool) -> None:
+    """Delete a feature set version from the offline and online stores, for good.
+
+    Remove its declaration from feature_defs/ (and from retrieval specs) first."""
+    import redis
+
+    from feature_pipelines.catalog import load_catalog
+    from feature_pipelines.offline_store import DeltaOfflineStore
+    from feature_pipelines.online_store import RedisOnlineStore
+    from feature_pipelines.retire import plan_retirement, retire as retire_version
+    from feature_pipelines.retrieval_spec import load_retrieval_specs
+    from feature_pipelines.settings import Settings
+
+    settings = Settings.from_env()
+    catalog = load_catalog(settings.feature_defs_dir)
+    specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
+    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
+    with _online_server(settings) as url:
+        online = RedisOnlineStore(redis.Redis.from_url(url, socket_timeout=30), url)
+        plan = plan_retirement(feature_set, version, catalog, specs, offline, online)
+        click.echo(f"retiring deletes {plan.summary()}")
+        if not yes and not click.confirm("delete them?", default=False):
+            click.echo("nothing deleted")
+            sys.exit(1)
+        deleted = retire_version(plan, offline, online)
+    click.echo(f"retired {feature_set} v{version}: {deleted} online value(s) and the offline table deleted")
+
+
 @main.command("list")
 @_friendly
 def list_feature_sets() -> None:

@@ -15,6 +15,10 @@ class SpecError(FeatureStoreError):
     """A feature set definition in `feature_defs/` is invalid."""
 
 
+class VersionConflictError(SpecError):
+    """A materialized feature set version's definition was changed instead of versioned."""
+
+
 class CatalogError(FeatureStoreError):
     """The set of feature definitions is inconsistent (duplicates, unknown names)."""
 

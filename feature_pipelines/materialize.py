@@ -78,6 +78,7 @@ def materialize_windows(
     """Compute `window_keys` and replace them in the offline store (one commit)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    stores.offline.check_definition(feature_set)  # refuse a changed definition before computing anything
     for key, value in SESSION_SETTINGS.items():
         spark.conf.set(key, value)
     ranges = contiguous_ranges([window_for_key(feature_set, k) for k in window_keys])

@@ -87,6 +87,7 @@ def publish_metadata(result: PublishResult, window_keys: list[str], redis_url: s
         "online_rows_offered": result.rows,
         "online_keys_written": result.written,
         "online_kept_newer": result.kept_newer,
+        "repaired_windows": ", ".join(result.repaired) or "none",
         "redis": redis_url,
     }
 

@@ -7,6 +7,7 @@ and windows it does not name are never touched.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +19,17 @@ from deltalake.exceptions import DeltaError
 
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.dtypes import arrow_type
-from feature_pipelines.errors import OfflineStoreError
+from feature_pipelines.errors import OfflineStoreError, VersionConflictError
+from feature_pipelines.faults import OFFLINE_MID_WRITE, fault_point
+from feature_pipelines.fingerprint import DEFINITION_PROPERTY, FINGERPRINT_PROPERTY, changed_fields, definition, fingerprint
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
+
+
+# A window's blocking-check verdict in the window log: written as pending with the data, then
+# passed or failed once the checks ran. A crash in between leaves it pending: never published
+# by repair until a run re-checks it.
+CHECKS_PENDING, CHECKS_PASSED, CHECKS_FAILED = "pending", "passed", "failed"
 
 
 def offline_schema(feature_set: FeatureSet) -> pa.Schema:
@@ -41,22 +50,49 @@ class DeltaOfflineStore:
     storage_options: dict[str, str] = field(default_factory=dict)
 
     def table_uri(self, feature_set: FeatureSet) -> str:
-        return resolve_path(self.root, f"{feature_set.name}/v{feature_set.version}")
+        return self.version_uri(feature_set.name, feature_set.version)
+
+    def version_uri(self, name: str, version: int) -> str:
+        """Where a version's table lives; known without its spec (for retiring undeclared versions)."""
+        return resolve_path(self.root, f"{name}/v{version}")
+
+    def version_log_uri(self, name: str, version: int) -> str:
+        return resolve_path(self.root, f"_windows/{name}/v{version}")
 
     def exists(self, feature_set: FeatureSet) -> bool:
-        return DeltaTable.is_deltatable(self.table_uri(feature_set), storage_options=self.storage_options or None)
+        return self.version_exists(feature_set.name, feature_set.version)
+
+    def version_exists(self, name: str, version: int) -> bool:
+        return DeltaTable.is_deltatable(self.version_uri(name, version), storage_options=self.storage_options or None)
 
     def table(self, feature_set: FeatureSet) -> DeltaTable:
+        """The version's table, refused when the spec no longer matches the definition it was
+        materialized with (every read and write comes through here)."""
         if not self.exists(feature_set):
             raise OfflineStoreError(
                 f"feature set {feature_set.key} has no offline table at {self.table_uri(feature_set)}; "
                 "materialize some windows first."
             )
-        return DeltaTable(self.table_uri(feature_set), storage_options=self.storage_options or None)
+        table = DeltaTable(self.table_uri(feature_set), storage_options=self.storage_options or None)
+        _check_pinned(table, feature_set)
+        return table
+
+    def check_definition(self, feature_set: FeatureSet) -> None:
+        """Raise VersionConflictError if this version was materialized with another definition."""
+        if self.exists(feature_set):
+            self.table(feature_set)
+
+    def _create(self, feature_set: FeatureSet, schema: pa.Schema) -> None:
+        """An empty table pinned to the spec's definition, before any data is written to it."""
+        table = DeltaTable.create(
+            self.table_uri(feature_set), schema, partition_by=[WINDOW_KEY_COLUMN], name=feature_set.key,
+            description=feature_set.description or None, storage_options=self.storage_options or None,
+        )
+        _pin(table, feature_set)
 
     def window_log_uri(self, feature_set: FeatureSet) -> str:
         """A small Delta table recording every window written: the windows are known even when empty."""
-        return resolve_path(self.root, f"_windows/{feature_set.name}/v{feature_set.version}")
+        return self.version_log_uri(feature_set.name, feature_set.version)
 
     def replace_windows(
         self,
@@ -80,28 +116,21 @@ class DeltaOfflineStore:
         metadata = {"feature_set": feature_set.key, "windows": json.dumps(keys), **(commit_metadata or {})}
         options = self.storage_options or None
         try:
-            if self.exists(feature_set):
-                self._check_schema(feature_set, schema)
-                write_deltalake(
-                    uri,
-                    reader,
-                    mode="overwrite",
-                    predicate=f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})",
-                    partition_by=[WINDOW_KEY_COLUMN],
-                    storage_options=options,
-                    commit_properties=CommitProperties(custom_metadata=metadata),
-                )
-            else:
-                write_deltalake(
-                    uri,
-                    reader,
-                    mode="append",
-                    partition_by=[WINDOW_KEY_COLUMN],
-                    name=feature_set.key,
-                    description=feature_set.description or None,
-                    storage_options=options,
-                    commit_properties=CommitProperties(custom_metadata=metadata),
-                )
+            if not self.exists(feature_set):
+                self._create(feature_set, schema)
+            table = self.table(feature_set)
+            if FINGERPRINT_PROPERTY not in table.metadata().configuration:
+                _pin(table, feature_set)  # written before versions were pinned, or created by a run that died
+            _check_schema(table, feature_set, schema, uri)
+            write_deltalake(
+                uri,
+                reader,
+                mode="overwrite",
+                predicate=f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})",
+                partition_by=[WINDOW_KEY_COLUMN],
+                storage_options=options,
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
         except DeltaError as exc:
             raise OfflineStoreError(
                 f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {uri} failed: {exc}. "
@@ -112,7 +141,8 @@ class DeltaOfflineStore:
         return version
 
     def _log_windows(
-        self, feature_set: FeatureSet, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str]
+        self, feature_set: FeatureSet, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str],
+        checks: str = CHECKS_PENDING,
     ) -> None:
         now = datetime.now(timezone.utc)
         log = pa.table(
@@ -122,9 +152,27 @@ class DeltaOfflineStore:
                 "table_version": pa.array([version] * len(keys), pa.int64()),
                 "run_id": pa.array([metadata.get("run_id", "")] * len(keys), pa.string()),
                 "materialized_at": pa.array([now] * len(keys), arrow_type("timestamp")),
+                "checks": pa.array([checks] * len(keys), pa.string()),
             }
         )
-        write_deltalake(self.window_log_uri(feature_set), log, mode="append", storage_options=self.storage_options or None)
+        # schema_mode="merge": logs written before the `checks` column existed gain it (null there).
+        write_deltalake(self.window_log_uri(feature_set), log, mode="append", schema_mode="merge",
+                        storage_options=self.storage_options or None)
+
+    def record_checks(self, feature_set: FeatureSet, window_keys: Iterable[str], passed: bool) -> None:
+        """Record the blocking checks' verdict on windows just written: only windows whose checks
+        passed are ever published online by repair (see `publishable_windows`)."""
+        logged = self.materialized_windows(feature_set)
+        keys = [k for k in sorted(set(window_keys)) if k in logged]
+        for version in sorted({logged[k]["table_version"] for k in keys}):
+            batch = [k for k in keys if logged[k]["table_version"] == version]
+            self._log_windows(feature_set, batch, {k: logged[k]["rows"] for k in batch}, version,
+                              {"run_id": logged[batch[0]]["run_id"]}, CHECKS_PASSED if passed else CHECKS_FAILED)
+
+    def publishable_windows(self, feature_set: FeatureSet) -> list[str]:
+        """Windows written whose blocking checks passed (or that predate check records)."""
+        return sorted(k for k, e in self.materialized_windows(feature_set).items()
+                      if e.get("checks") in (CHECKS_PASSED, None))
 
     def delete_windows(self, feature_set: FeatureSet, window_keys: Iterable[str]) -> None:
         """Remove windows: first from the window log (they read as missing), then their rows, so
@@ -142,7 +190,11 @@ class DeltaOfflineStore:
 
     def materialized_windows(self, feature_set: FeatureSet) -> dict[str, dict]:
         """Every window ever written, with its latest row count, table version and time."""
-        uri = self.window_log_uri(feature_set)
+        return self.logged_windows(feature_set.name, feature_set.version)
+
+    def logged_windows(self, name: str, version: int) -> dict[str, dict]:
+        """`materialized_windows` of a version known only by name (it may no longer be declared)."""
+        uri = self.version_log_uri(name, version)
         if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
             return {}
         log = read_delta(DeltaTable(uri, storage_options=self.storage_options or None)).to_pylist()
@@ -151,14 +203,18 @@ class DeltaOfflineStore:
             latest[entry[WINDOW_KEY_COLUMN]] = entry
         return latest
 
-    def _check_schema(self, feature_set: FeatureSet, expected: pa.Schema) -> None:
-        actual = pa.schema(self.table(feature_set).schema().to_arrow())
-        if [(f.name, f.type) for f in actual] != [(f.name, f.type) for f in expected]:
-            raise OfflineStoreError(
-                f"feature set {feature_set.key}: the offline table at {self.table_uri(feature_set)} was written "
-                f"with columns {actual.names} but the spec now gives {expected.names}. A materialized version "
-                f"is immutable: declare the change as version {feature_set.version + 1}."
-            )
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version's window log, then its table. Local folders are removed; on an object
+        store every row is deleted and vacuumed at once, leaving only an empty Delta log."""
+        for uri in (self.version_log_uri(name, version), self.version_uri(name, version)):
+            if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
+                continue
+            if "://" not in uri or uri.startswith("file://"):
+                shutil.rmtree(uri.removeprefix("file://"))
+                continue
+            table = DeltaTable(uri, storage_options=self.storage_options or None)
+            table.delete()
+            table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
 
     def window_keys(self, feature_set: FeatureSet) -> list[str]:
         """The windows present in the table (those holding at least one row)."""
@@ -178,10 +234,47 @@ class DeltaOfflineStore:
         return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys))
 
 
+def _check_schema(table: DeltaTable, feature_set: FeatureSet, expected: pa.Schema, uri: str) -> None:
+    actual = pa.schema(table.schema().to_arrow())
+    if [(f.name, f.type) for f in actual] != [(f.name, f.type) for f in expected]:
+        raise OfflineStoreError(
+            f"feature set {feature_set.key}: the offline table at {uri} was written with columns "
+            f"{actual.names} but the spec now gives {expected.names}. A materialized version is "
+            f"immutable: declare the change as version {feature_set.version + 1}."
+        )
+
+
+def _pin(table: DeltaTable, feature_set: FeatureSet) -> None:
+    table.alter.set_table_properties(
+        {FINGERPRINT_PROPERTY: fingerprint(feature_set), DEFINITION_PROPERTY: json.dumps(definition(feature_set))},
+        raise_if_not_exists=False,
+    )
+
+
+def _check_pinned(table: DeltaTable, feature_set: FeatureSet) -> None:
+    config = table.metadata().configuration
+    pinned = config.get(FINGERPRINT_PROPERTY)
+    if pinned is None or pinned == fingerprint(feature_set):
+        return
+    try:
+        changed = changed_fields(json.loads(config.get(DEFINITION_PROPERTY, "{}")), feature_set)
+    except ValueError:
+        changed = []
+    raise VersionConflictError(
+        f"feature set {feature_set.key} was materialized with another definition "
+        f"(changed: {', '.join(changed) or 'unknown'}; fingerprint {pinned}, now {fingerprint(feature_set)}). "
+        f"A materialized version is immutable: declare the change as version {feature_set.version + 1} "
+        f"(version {feature_set.version} stays readable side by side until you retire it with "
+        f"`featurestore retire {feature_set.name} --version {feature_set.version}`), or restore the "
+        "old definition."
+    )
+
+
 def _conformed(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         columns = [batch.column(name).cast(field.type) for name, field in zip(schema.names, schema)]
         yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        fault_point(OFFLINE_MID_WRITE)  # the writer holds a batch; nothing is committed yet
 
 
 def _quote(value: str) -> str:

@@ -7,6 +7,8 @@ offline but not online (a crash between the two, Redis down) is repaired by publ
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,14 +21,26 @@ _BATCH_ROWS = 50_000
 
 
 def publish_windows(
-    feature_set: FeatureSet, window_keys: list[str], offline: DeltaOfflineStore, online: RedisOnlineStore
+    feature_set: FeatureSet, window_keys: list[str], offline: DeltaOfflineStore, online: RedisOnlineStore,
+    repair: bool = True,
 ) -> PublishResult:
-    """Write each entity's newest row among `window_keys` to Redis, unless Redis holds a newer one."""
+    """Write each entity's newest row among `window_keys` to Redis, unless Redis holds a newer one.
+
+    With `repair`, windows that passed their checks offline but were never published (a crash
+    between the two steps, Redis down or emptied) are published too; `PublishResult.repaired`
+    names them. Publishing is idempotent: the newer-wins rule makes repeats harmless."""
     if not offline.exists(feature_set):
         return PublishResult(rows=0, written=0)
+    repaired: list[str] = []
+    if repair:
+        done = online.published_windows(feature_set)
+        repaired = [k for k in offline.publishable_windows(feature_set) if k not in done and k not in window_keys]
+    keys = sorted({*window_keys, *repaired})
     columns = [*feature_set.entity_names, feature_set.timestamp, *feature_set.feature_names]
-    rows = read_delta(offline.table(feature_set), columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(window_keys))
-    return online.publish(feature_set, latest_per_entity(feature_set, rows).to_batches(max_chunksize=_BATCH_ROWS))
+    rows = read_delta(offline.table(feature_set), columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys))
+    result = online.publish(feature_set, latest_per_entity(feature_set, rows).to_batches(max_chunksize=_BATCH_ROWS))
+    online.mark_published(feature_set, keys)
+    return replace(result, repaired=tuple(repaired))
 
 
 def latest_per_entity(feature_set: FeatureSet, rows: pa.Table) -> pa.Table:

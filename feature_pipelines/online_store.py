@@ -17,6 +17,7 @@ import pyarrow as pa
 import redis
 
 from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
 from feature_pipelines.online_codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
 from feature_pipelines.spec import FeatureSet
 
@@ -41,6 +42,7 @@ return written
 class PublishResult:
     rows: int
     written: int
+    repaired: tuple[str, ...] = ()  # windows published that the run did not ask for (see publish_windows)
 
     @property
     def kept_newer(self) -> int:
@@ -52,6 +54,16 @@ class PublishResult:
 class OnlineValue:
     ts: datetime
     features: dict[str, Any]
+
+
+def namespace(name: str, version: int) -> str:
+    """The key prefix of a feature set version: its own online namespace."""
+    return f"fs:{name}:v{version}:"
+
+
+def published_key(name: str, version: int) -> str:
+    """The set of window keys published for a version (outside its namespace: not a value)."""
+    return f"fsmeta:{name}:v{version}:published"
 
 
 class RedisOnlineStore:
@@ -76,7 +88,7 @@ class RedisOnlineStore:
 
     def keys(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[str]:
         """The Redis keys of many entities (the hot path of online reads, hence no per-key calls)."""
-        prefix = f"fs:{feature_set.name}:v{feature_set.version}:"
+        prefix = namespace(feature_set.name, feature_set.version)
         if len(feature_set.entity_names) == 1:
             return [prefix + str(entity[0]) for entity in entities]
         return [prefix + _KEY_SEPARATOR.join(map(str, entity)) for entity in entities]
@@ -101,6 +113,29 @@ class RedisOnlineStore:
             rows += len(keys)
         return PublishResult(rows=rows, written=written)
 
+    def published_windows(self, feature_set: FeatureSet) -> set[str]:
+        """Windows recorded as published. Lost with the values if Redis loses its data, so a
+        Redis that comes back empty gets every window again from the next publish."""
+        try:
+            members = self._client.smembers(published_key(feature_set.name, feature_set.version))
+        except redis.RedisError as exc:
+            raise self._error(feature_set, exc) from exc
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    def mark_published(self, feature_set: FeatureSet, window_keys: Sequence[str]) -> None:
+        if not window_keys:
+            return
+        try:
+            self._client.sadd(published_key(feature_set.name, feature_set.version), *window_keys)
+        except redis.RedisError as exc:
+            raise self._error(feature_set, exc) from exc
+
+    def _error(self, feature_set: FeatureSet, exc: Exception) -> OnlineStoreError:
+        return OnlineStoreError(
+            f"feature set {feature_set.key}: publishing to Redis {self._url or ''} failed: {exc}. "
+            "The offline store is written; re-run the window to publish it once Redis is reachable."
+        )
+
     def codec(self, feature_set: FeatureSet) -> RowCodec:
         codec = self._codecs.get(feature_set.key)
         if codec is None:
@@ -108,13 +143,11 @@ class RedisOnlineStore:
         return codec
 
     def _write(self, feature_set: FeatureSet, keys: list[str], values: list[bytes]) -> int:
+        fault_point(ONLINE_MID_PUBLISH)
         try:
             return int(self._script(keys=keys, args=values))
         except redis.RedisError as exc:
-            raise OnlineStoreError(
-                f"feature set {feature_set.key}: publishing to Redis {self._url or ''} failed: {exc}. "
-                "The offline store is written; re-run the window to publish it once Redis is reachable."
-            ) from exc
+            raise self._error(feature_set, exc) from exc
 
     def read(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[OnlineValue | None]:
         """The stored value of each entity, in order; None where nothing is stored."""
@@ -144,5 +177,26 @@ class RedisOnlineStore:
 
     def count(self, feature_set: FeatureSet) -> int:
         """How many entities hold a value (scans the namespace: for tests and summaries)."""
-        pattern = f"fs:{feature_set.name}:v{feature_set.version}:*"
+        return self.count_version(feature_set.name, feature_set.version)
+
+    def count_version(self, name: str, version: int) -> int:
+        pattern = namespace(name, version) + "*"
         return sum(1 for _ in self._client.scan_iter(match=pattern, count=1000))
+
+    def delete_version(self, name: str, version: int) -> int:
+        """Delete every value of a feature set version; return how many keys were deleted."""
+        deleted = 0
+        batch: list[bytes] = []
+        try:
+            for key in self._client.scan_iter(match=namespace(name, version) + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+            self._client.unlink(published_key(name, version))
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"deleting {name} v{version} from Redis {self._url} failed after {deleted} keys: "
+                                   f"{exc}. Re-run the command once Redis is reachable.") from exc
+        return deleted

@@ -202,16 +202,18 @@ class Materialization:
     """Which stores a feature set writes, and how its schedule runs.
 
     The schedule materializes the last complete window `delay` after it closes, to allow for
-    late data. `schedule_enabled` is the schedule's default status in Dagster.
+    late data (default: 1h for daily windows, 10m for hourly ones). `schedule_enabled` is the
+    schedule's default status in Dagster.
     """
 
     offline: bool = True
     online: bool = True
-    delay: str = "1h"
+    delay: str | None = None
     schedule_enabled: bool = False
 
     def __post_init__(self) -> None:
-        parse_duration(self.delay, field="materialization.delay")
+        if self.delay is not None:
+            parse_duration(self.delay, field="materialization.delay")
         if not self.offline:
             # Online values are published from the offline table (after its quality checks).
             raise SpecError("materialization: offline=False is not supported; the online store is published from "
@@ -334,7 +336,8 @@ class FeatureSet:
                 raise SpecError(f"{where}: owner {owner!r} must be an email address or 'team:name'.")
         if self.aggregates and self.transform is not None:
             raise SpecError(f"{where}: give either aggregates or transform, not both.")
-        if self.aggregates and self.features:
+        if self.aggregates and self.features and self.features != self._aggregate_features():
+            # (Equal features are those derived before: dataclasses.replace passes them back in.)
             raise SpecError(
                 f"{where}: features are derived from aggregates; remove features=[...] "
                 "or describe them through Aggregate(description=...)."
@@ -406,10 +409,10 @@ class FeatureSet:
 
     def _check_freshness(self, where: str) -> None:
         window = self.partitions.window_length
-        delay = parse_duration(self.materialization.delay, field="materialization.delay")
+        delay = self.schedule_delay
         if delay >= window:
             raise SpecError(
-                f"{where}: materialization.delay {self.materialization.delay} must be shorter than one "
+                f"{where}: materialization.delay {format_duration(delay)} must be shorter than one "
                 f"{'hour' if self.partitions.cadence == 'hourly' else 'day'} (the window cadence)."
             )
         deadline = self.freshness_deadline
@@ -488,8 +491,14 @@ class FeatureSet:
         if self.quality.freshness is not None:
             return parse_duration(self.quality.freshness, field="quality.freshness")
         window = self.partitions.window_length
-        delay = parse_duration(self.materialization.delay, field="materialization.delay")
-        return min(delay + window / 4, window - timedelta(minutes=1))
+        return min(self.schedule_delay + window / 4, window - timedelta(minutes=1))
+
+    @property
+    def schedule_delay(self) -> timedelta:
+        """How long after a window closes the schedule materializes it (`Materialization.delay`)."""
+        if self.materialization.delay is None:
+            return timedelta(hours=1) if self.partitions.cadence == "daily" else timedelta(minutes=10)
+        return parse_duration(self.materialization.delay, field="materialization.delay")
 
     def column_lineage(self) -> dict[str, tuple[str, ...]]:
         """Each output column and the source columns it comes from, where known."""

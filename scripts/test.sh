@@ -3,5 +3,5 @@
 # Extra arguments go to pytest (e.g. -m "not integration", -k rolling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 exec .venv/bin/python -m pytest "$@"

@@ -56,7 +56,7 @@ def test_range_materializes_in_one_run_with_metadata(spark, settings: Settings) 
     meta = outcome.metadata
     assert meta["windows"] == "2024-01-03 .. 2024-01-09 (7 windows)"
     assert meta["dagster/row_count"] == sum(meta["rows_per_window"].values()) > 0
-    assert meta["delta_version"] == 0 and outcome.online["online_keys_written"] > 0
+    assert meta["delta_version"] == 2 and outcome.online["online_keys_written"] > 0
     assert "| all | amount_sum_7d |" in meta["feature_stats"] and "| 2024-01-09 | amount_sum_7d |" in meta["feature_stats"]
     assert "account_id" in meta["preview"]
     # The asset-level window status: this run's 7 windows, the rest of the complete ones missing.
@@ -82,7 +82,7 @@ def test_dagster_cli_validates_and_materializes_a_partition_range(
     )
     assert run.returncode == 0, run.stderr[-3000:]
     table = DeltaTable(f"{settings.offline_uri}/merchants/v1")
-    assert table.version() == 0  # one run, one commit
+    assert table.version() == 2  # create + pin the definition, then one commit for the whole run
     assert sorted({p["window_key"] for p in table.partitions()}) == ["2024-01-05", "2024-01-06", "2024-01-07"]
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     with DagsterInstance.get() as instance:
@@ -94,7 +94,7 @@ def test_featurestore_cli_materializes_and_reports_errors_cleanly(spark, setting
     runner = CliRunner()
     ok = runner.invoke(featurestore, ["materialize", "accounts", "--start", "2024-01-01", "--end", "2024-01-03"], env=env)
     assert ok.exit_code == 0, ok.output
-    assert "accounts_v1: 3 window(s)" in ok.output and "Delta version 0" in ok.output
+    assert "accounts_v1: 3 window(s)" in ok.output and "Delta version 2" in ok.output
 
     cases = [
         (["materialize", "nosuch", "--start", "2024-01-01", "--end", "2024-01-02"], "unknown feature set 'nosuch'"),

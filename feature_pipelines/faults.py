@@ -1,0 +1,30 @@
+"""Fault points: named places where the fault-injection tests freeze a process, to kill it or to
+break something around it at exactly that moment. Inert unless FEATURESTORE_FAULT names the
+point (one environment lookup per call).
+
+When the point is reached, the process writes its pid to FEATURESTORE_FAULT_MARKER and waits
+until that file is removed; each marker fires once (a retry passes through).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+OFFLINE_MID_WRITE = "offline.mid_write"  # the Delta write has started, nothing is committed
+ONLINE_BEFORE_PUBLISH = "online.before_publish"  # offline committed and checked, Redis untouched
+ONLINE_MID_PUBLISH = "online.mid_publish"  # rows read from Delta, before a chunk goes to Redis
+
+
+def fault_point(name: str) -> None:
+    if os.environ.get("FEATURESTORE_FAULT") != name:
+        return
+    marker = Path(os.environ["FEATURESTORE_FAULT_MARKER"])
+    fired = marker.with_name(marker.name + ".fired")
+    if fired.exists():
+        return
+    fired.touch()
+    marker.write_text(str(os.getpid()))
+    while marker.exists():
+        time.sleep(0.05)

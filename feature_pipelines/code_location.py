@@ -8,6 +8,7 @@ from feature_pipelines.assets import feature_set_assets, online_key, source_spec
 from feature_pipelines.partitions import partitions_def
 from feature_pipelines.automation import check_failure_sensor, failure_sensor, feature_set_schedule, source_sensor
 from feature_pipelines.freshness import freshness_checks, freshness_sensor
+from feature_pipelines.maintenance_job import maintenance_job, maintenance_schedule
 from feature_pipelines.catalog import Catalog, load_catalog
 from feature_pipelines.datasets import dataset_assets, dataset_key
 from feature_pipelines.retrieval_spec import load_retrieval_specs
@@ -45,11 +46,14 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
         for kind in ("training", "inference")
     ]
     freshness = freshness_checks(catalog)
+    maintenance = maintenance_job(list(catalog))
+    jobs.append(maintenance)
     return Definitions(
         assets=[*assets, *datasets, *(source_spec(s, settings.source_root) for s in sources.values())],
         asset_checks=freshness,
         jobs=jobs,
-        schedules=[feature_set_schedule(fs, materialize_jobs[fs.key]) for fs in catalog],
+        schedules=[*(feature_set_schedule(fs, materialize_jobs[fs.key]) for fs in catalog),
+                   maintenance_schedule(maintenance)],
         sensors=[
             *(source_sensor(fs, materialize_jobs[fs.key], settings) for fs in catalog),
             failure_sensor(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -62,6 +63,13 @@ def _read_delta(
         )
     schema = pa.schema(table.schema().to_arrow())
     _check_arrow_schema(source, uri, schema)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0 or ("num_records" in actions.column_names and pc.sum(actions["num_records"]).as_py() == 0):
+        # A window without events is normal; a source without any row is a loading mistake.
+        raise SourceError(
+            f"source {source.name!r} ({uri}) is empty: it holds no rows at all. Load its data first; "
+            "nothing was written."
+        )
     # Naive statistics are local times in an unknown zone: widen by a day rather than miss a file.
     slack = timedelta(days=1) if source.timezone else timedelta(0)
     files = data_files(table, stats_column=source.timestamp, start=start, end=end, slack=slack)

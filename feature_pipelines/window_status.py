@@ -45,10 +45,13 @@ def window_statuses(
     last: str | None = None,
 ) -> list[WindowStatus]:
     """Status of each window in `first..last` (default: every complete window)."""
+    given = first is not None or last is not None
     first = first or window_containing(feature_set, feature_set.partitions.start).key
     if last is None:
         last = last_complete_window(feature_set, now)
-    windows = windows_between(feature_set, first, last) if first <= last else []
+    # Keys the user gave are checked (bad keys and reversed ranges are errors); by default, a set
+    # with no complete window yet simply has none.
+    windows = windows_between(feature_set, first, last) if given or first <= last else []
     keys = [w.key for w in windows]
     done = offline.materialized_windows(feature_set)
     dagster = {}

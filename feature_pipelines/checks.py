@@ -72,7 +72,8 @@ def _keys_check(feature_set: FeatureSet, key: AssetKey, result: MaterializationR
                 offline: DeltaOfflineStore) -> AssetCheckResult:
     names = [*feature_set.entity_names, feature_set.timestamp]
     rows = read_delta(offline.table(feature_set), columns=names,
-                      filter=pc.field(WINDOW_KEY_COLUMN).isin(result.window_keys))
+                      filter=pc.field(WINDOW_KEY_COLUMN).isin(result.window_keys),
+                      prune=[(WINDOW_KEY_COLUMN, "in", list(result.window_keys))])
     nulls = {n: rows.column(n).null_count for n in names if rows.column(n).null_count}
     duplicates = 0
     if rows.num_rows:

@@ -6,6 +6,7 @@ as pyarrow datasets.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from urllib.parse import unquote, urlparse
 
@@ -54,8 +55,12 @@ def data_files(
     return selected
 
 
-def delta_dataset(table: DeltaTable) -> ds.Dataset:
+def delta_dataset(table: DeltaTable, prune: list[tuple[str, str, Any]] | None = None) -> ds.Dataset:
     """The table as a pyarrow dataset (partition columns included, so filters on them prune files).
+
+    `prune` (tuple filters such as `[("window_key", "in", keys)]`) drops files from the Delta log
+    before the dataset is built: on a table of a thousand windows, reading one costs 3 ms this
+    way and 200 ms by filtering a dataset of every file.
 
     Local tables are read through pyarrow's native filesystem: deltalake's default one is a
     Python filesystem, and after a scan through it the interpreter aborts at exit about one time in
@@ -67,12 +72,13 @@ def delta_dataset(table: DeltaTable) -> ds.Dataset:
     if uri.startswith("file://") or "://" not in uri:
         path = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
         filesystem = pafs.SubTreeFileSystem(path.rstrip("/") or "/", pafs.LocalFileSystem())
-    return table.to_pyarrow_dataset(filesystem=filesystem)
+    return table.to_pyarrow_dataset(filesystem=filesystem, file_pruning_predicate=prune)
 
 
-def read_delta(table: DeltaTable, columns: list[str] | None = None, filter: ds.Expression | None = None) -> pa.Table:
+def read_delta(table: DeltaTable, columns: list[str] | None = None, filter: ds.Expression | None = None,
+               prune: list[tuple[str, str, Any]] | None = None) -> pa.Table:
     """Rows of a Delta table (see `delta_dataset`)."""
-    return delta_dataset(table).to_table(columns=columns, filter=filter)
+    return delta_dataset(table, prune).to_table(columns=columns, filter=filter)
 
 
 def _column(actions: pa.Table, name: str, rows: int) -> list:

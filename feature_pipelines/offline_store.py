@@ -231,7 +231,7 @@ class DeltaOfflineStore:
         keys = list(window_keys)
         if not keys:
             return offline_schema(feature_set).empty_table()
-        return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys))
+        return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys), prune=[(WINDOW_KEY_COLUMN, "in", keys)])
 
 
 def _check_schema(table: DeltaTable, feature_set: FeatureSet, expected: pa.Schema, uri: str) -> None:

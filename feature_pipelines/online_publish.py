@@ -37,7 +37,8 @@ def publish_windows(
         repaired = [k for k in offline.publishable_windows(feature_set) if k not in done and k not in window_keys]
     keys = sorted({*window_keys, *repaired})
     columns = [*feature_set.entity_names, feature_set.timestamp, *feature_set.feature_names]
-    rows = read_delta(offline.table(feature_set), columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys))
+    rows = read_delta(offline.table(feature_set), columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys),
+                      prune=[(WINDOW_KEY_COLUMN, "in", keys)])
     result = online.publish(feature_set, latest_per_entity(feature_set, rows).to_batches(max_chunksize=_BATCH_ROWS))
     online.mark_published(feature_set, keys)
     return replace(result, repaired=tuple(repaired))

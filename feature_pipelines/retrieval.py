@@ -234,7 +234,8 @@ class FeatureStore:
             return _empty(feature_set, columns)
         first, last = span
         in_span = (pc.field(WINDOW_KEY_COLUMN) >= first) & (pc.field(WINDOW_KEY_COLUMN) <= last)
-        return read_delta(self.offline.table(feature_set), columns=columns, filter=in_span)
+        return read_delta(self.offline.table(feature_set), columns=columns, filter=in_span,
+                          prune=[(WINDOW_KEY_COLUMN, ">=", first), (WINDOW_KEY_COLUMN, "<=", last)])
 
     def _join_local(
         self, frame: pd.DataFrame, t: pd.Series, selections: list[FeatureSelection], t_min, t_max

@@ -227,7 +227,9 @@ def test_empty_window_replaces_old_rows(spark, stores: Stores) -> None:
     spec = passthrough()
     materialize_windows(spark, spec, ["2024-03-01", "2024-03-02"], stores)
     assert len(stores.offline.read(spec)) == 3
-    write_source(stores.source_root, "events", events().iloc[0:0])
+    # 03-01's rows are gone from the source; it only holds a later event now.
+    write_source(stores.source_root, "events", events(user_id=["u9"], score=[0.1],
+                                                      event_time=pd.to_datetime(["2024-03-05 01:00"], utc=True)))
     result = materialize_windows(spark, spec, ["2024-03-01"], stores)
     assert result.rows == 0 and len(stores.offline.read(spec)) == 0
 

@@ -118,10 +118,10 @@ def test_retire_refuses_declared_versions_asks_and_deletes_both_stores(spark, st
         publish_windows(spec, DAYS, stores.offline, stores.online)
     defs = tmp_path / "defs"
     defs.mkdir()
-    declared = textwrap.dedent(f"""
+    declared = textwrap.dedent("""
         from feature_pipelines import Aggregate, Entity, FeatureSet, Partitions, Source
         SOURCE = Source(name="events", path="events", timestamp="event_time",
-                        columns={{"user_id": "string", "amount": "float64", "event_time": "timestamp"}})
+                        columns={"user_id": "string", "amount": "float64", "event_time": "timestamp"})
         def spend(version):
             return FeatureSet(name="spend", version=version, entities=[Entity("user_id")], source=SOURCE,
                               aggregates=[Aggregate("sum", "amount", windows=["1d", "2d"])], source_lookback="2d",

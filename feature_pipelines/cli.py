@@ -189,8 +189,6 @@ def retire(feature_set: str, version: int, yes: bool) -> None:
     """Delete a feature set version from the offline and online stores, for good.
 
     Remove its declaration from feature_defs/ (and from retrieval specs) first."""
-    import redis
-
     from feature_pipelines.catalog import load_catalog
     from feature_pipelines.offline_store import DeltaOfflineStore
     from feature_pipelines.online_store import RedisOnlineStore
@@ -203,7 +201,7 @@ def retire(feature_set: str, version: int, yes: bool) -> None:
     specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
     offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
     with _online_server(settings) as url:
-        online = RedisOnlineStore(redis.Redis.from_url(url, socket_timeout=30), url)
+        online = RedisOnlineStore.from_url(url, socket_timeout=30)
         plan = plan_retirement(feature_set, version, catalog, specs, offline, online)
         click.echo(f"retiring deletes {plan.summary()}")
         if not yes and not click.confirm("delete them?", default=False):
@@ -297,8 +295,6 @@ def demo(scale: int, days: int) -> None:
     from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data, write_sample_observations
     from feature_pipelines.settings import Settings
 
-    import redis
-
     home = ensure_dagster_home()
     settings = Settings.from_env()
     click.echo(f"DAGSTER_HOME={home}\ndata folder: {settings.data_dir}")
@@ -315,7 +311,7 @@ def demo(scale: int, days: int) -> None:
         for spec in catalog:
             click.echo(f"backfilling {spec.key}: {first} .. {last} in one run ...")
             outcomes.append((spec, materialize_range(defs, instance, spec, first, last)))
-        online = RedisOnlineStore(redis.Redis.from_url(url), url)
+        online = RedisOnlineStore.from_url(url)
         click.echo("\nsummary")
         click.echo(f"{'feature set':<18}{'windows':>8}{'rows':>10}{'delta v':>9}{'online keys':>13}{'seconds':>9}  run")
         for spec, outcome in outcomes:
@@ -387,11 +383,9 @@ def online(spec: str, keys: tuple[str, ...], at: str | None) -> None:
         row[name] = value
     settings = Settings.from_env()
     with _online_server(settings) as url:
-        import redis
-
         from feature_pipelines.online_store import RedisOnlineStore
 
-        store = FeatureStore.from_env(settings, online=RedisOnlineStore(redis.Redis.from_url(url), url))
+        store = FeatureStore.from_env(settings, online=RedisOnlineStore.from_url(url))
         frame = store.get_online_features(_spec_path(settings, spec), [row], now=parse_time(at, "--at") if at else None)
     for column, value in frame.iloc[0].items():
         click.echo(f"{column} = {value}")

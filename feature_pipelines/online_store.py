@@ -1,9 +1,13 @@
 """The online store: the latest feature values per entity, in Redis.
 
-Each entity of a feature set version is one string key, `fs:<name>:v<version>:<keys>`,
+Each entity of a feature set version is one string key, `fs:<name>:v<version>:{<keys>}`,
 whose value starts with a fixed-width `ts` in microseconds (layout: `online_codec.py`).
 A Lua script compares the stored and new `ts` and writes only when the new one is greater
 or equal, so "newer wins" holds atomically inside Redis however publishes interleave.
+
+The entity part is a Redis Cluster hash tag: every feature set's value of one entity lives in
+the same slot, so a lookup of one entity across feature sets touches one node. On a cluster,
+writes run the script once per slot (pipelined per node) and reads use slot-split MGETs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from typing import Any
 import pyarrow as pa
 import redis
 
+from collections import defaultdict
+
 from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.redis_connect import connect, is_cluster
 from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
 from feature_pipelines.online_codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
 from feature_pipelines.spec import FeatureSet
@@ -63,7 +70,7 @@ def namespace(name: str, version: int) -> str:
 
 def published_key(name: str, version: int) -> str:
     """The set of window keys published for a version (outside its namespace: not a value)."""
-    return f"fsmeta:{name}:v{version}:published"
+    return f"fsmeta:{name}:v{version}:published-windows"
 
 
 class RedisOnlineStore:
@@ -72,8 +79,14 @@ class RedisOnlineStore:
     def __init__(self, client: redis.Redis, url: str = ""):
         self._client = client
         self._url = url
-        self._script = client.register_script(_NEWER_WINS)
+        self._cluster = is_cluster(client)
+        self._script = None if self._cluster else client.register_script(_NEWER_WINS)
         self._codecs: dict[str, RowCodec] = {}
+
+    @classmethod
+    def from_url(cls, url: str, socket_timeout: float | None = None) -> "RedisOnlineStore":
+        """A store on a Redis server, Cluster or Sentinel master (URL forms: `redis_connect`)."""
+        return cls(connect(url, socket_timeout=socket_timeout), url)
 
     @property
     def client(self) -> redis.Redis:
@@ -90,8 +103,8 @@ class RedisOnlineStore:
         """The Redis keys of many entities (the hot path of online reads, hence no per-key calls)."""
         prefix = namespace(feature_set.name, feature_set.version)
         if len(feature_set.entity_names) == 1:
-            return [prefix + str(entity[0]) for entity in entities]
-        return [prefix + _KEY_SEPARATOR.join(map(str, entity)) for entity in entities]
+            return [f"{prefix}{{{entity[0]}}}" for entity in entities]
+        return [f"{prefix}{{{_KEY_SEPARATOR.join(map(str, entity))}}}" for entity in entities]
 
     def publish(self, feature_set: FeatureSet, batches: Iterable[pa.RecordBatch]) -> PublishResult:
         """Write each row (keys, ts, features) unless Redis holds a newer value for its entity."""
@@ -145,7 +158,18 @@ class RedisOnlineStore:
     def _write(self, feature_set: FeatureSet, keys: list[str], values: list[bytes]) -> int:
         fault_point(ONLINE_MID_PUBLISH)
         try:
-            return int(self._script(keys=keys, args=values))
+            if not self._cluster:
+                return int(self._script(keys=keys, args=values))
+            # A script may only touch keys of one slot: one call per slot, pipelined per node.
+            by_slot: dict[int, tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
+            for key, value in zip(keys, values):
+                slot_keys, slot_values = by_slot[self._client.keyslot(key)]
+                slot_keys.append(key)
+                slot_values.append(value)
+            pipeline = self._client.pipeline()
+            for slot_keys, slot_values in by_slot.values():
+                pipeline.execute_command("EVAL", _NEWER_WINS, len(slot_keys), *slot_keys, *slot_values)
+            return sum(int(n) for n in pipeline.execute())
         except redis.RedisError as exc:
             raise self._error(feature_set, exc) from exc
 
@@ -159,7 +183,15 @@ class RedisOnlineStore:
         ]
 
     def read_many(self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]) -> list[DecodedValues]:
-        """Several feature sets' values in one round trip (one pipelined MGET per set)."""
+        """Several feature sets' values in one round trip (one pipelined MGET per set); on a
+        cluster, one slot-split MGET per set."""
+        if self._cluster:
+            try:
+                replies = [self._client.mget_nonatomic(self.keys(fs, entities)) if entities else []
+                           for fs, entities in requests]
+            except redis.RedisError as exc:
+                raise OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).") from exc
+            return [self.codec(fs).decode_many(list(reply)) for (fs, _), reply in zip(requests, replies)]
         pipeline = self._client.pipeline(transaction=False)
         for feature_set, entities in requests:
             if entities:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import redis
 from dagster import ConfigurableResource, InitResourceContext
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
@@ -57,7 +56,7 @@ class OnlineStoreResource(ConfigurableResource):
             self._server = LocalRedisServer(Path(self.local_dir)).start()
             url = self._server.url
         # No ping here: an unreachable Redis must fail the publish step, not the offline write.
-        self._store = RedisOnlineStore(redis.Redis.from_url(url, socket_timeout=30), url)
+        self._store = RedisOnlineStore.from_url(url, socket_timeout=30)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._store is not None:

@@ -71,9 +71,8 @@ class FeatureStore:
     def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
         settings = settings or Settings.from_env()
         if online is None and settings.redis_url:
-            import redis
 
-            online = RedisOnlineStore(redis.Redis.from_url(settings.redis_url), settings.redis_url)
+            online = RedisOnlineStore.from_url(settings.redis_url)
         return cls(
             load_catalog(settings.feature_defs_dir),
             DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options),

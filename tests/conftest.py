@@ -140,3 +140,34 @@ def _forget_dagster_state_storage() -> Iterator[None]:
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Free loopback TCP ports (held open together, so they are distinct)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def wait_for_redis(port: int, timeout_s: float = 10.0) -> None:
+    """Return once a Redis server answers PING on `port`."""
+    import time
+
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {port} did not start") from None
+            time.sleep(0.05)

@@ -28,17 +28,9 @@ from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.runs import materialize_range
 from feature_pipelines.settings import Settings
-from tests.conftest import PROJECT_DIR, dagster_env, offline_frame
+from tests.conftest import PROJECT_DIR, dagster_env, free_ports, offline_frame, wait_for_redis
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisProcess:
@@ -46,7 +38,7 @@ class RedisProcess:
     and started again with its data (as a production Redis with persistence would)."""
 
     def __init__(self, directory: Path):
-        self.directory, self.port = directory, _free_port()
+        self.directory, self.port = directory, free_ports()[0]
         directory.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
 
@@ -59,14 +51,7 @@ class RedisProcess:
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        wait_for_redis(self.port)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

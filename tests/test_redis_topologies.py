@@ -3,8 +3,8 @@ loopback ports: lookups, the newer-wins rule, repair bookkeeping and retiring a 
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.online_store import RedisOnlineStore
+from tests.conftest import free_ports, wait_for_redis
 
 pytestmark = [
     pytest.mark.integration,
@@ -36,25 +37,24 @@ USERS = [f"u{i}" for i in range(1200)]  # spread over many slots, more than one 
 DAY = datetime(2024, 1, 2, tzinfo=timezone.utc)
 
 
-def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def _cluster_ports(count: int) -> list[int]:
+    """Ports whose cluster bus port (port + 10000) is free too: an ephemeral port above 55535
+    would push the bus port past 65535 and the node would refuse to start."""
+    import random
+    import socket
 
-
-def _wait(port: int) -> None:
-    client = redis.Redis(port=port)
-    for _ in range(200):
+    ports: list[int] = []
+    for candidate in random.Random(os.getpid()).sample(range(20000, 30000), 200):
         try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise AssertionError(f"redis on port {port} did not start")
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", candidate))
+                b.bind(("127.0.0.1", candidate + 10000))
+        except OSError:
+            continue
+        ports.append(candidate)
+        if len(ports) == count:
+            return ports
+    raise AssertionError("no free ports for a Redis Cluster on loopback")
 
 
 def _cluster_ok(port: int) -> bool:
@@ -66,7 +66,7 @@ def _cluster_ok(port: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("cluster")
-    ports = _ports(3)
+    ports = _cluster_ports(3)
     servers = []
     for port in ports:
         folder = root / str(port)
@@ -77,7 +77,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         for port in ports:
-            _wait(port)
+            wait_for_redis(port)
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
         for _ in range(200):
@@ -94,7 +94,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("sentinel")
-    master_port, sentinel_port = _ports(2)
+    master_port, sentinel_port = free_ports(2)
     master = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(master_port), "--save", "",
                                "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = root / "sentinel.conf"
@@ -103,8 +103,8 @@ def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sentinel = subprocess.Popen(["redis-server", str(config), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(master_port)
-        _wait(sentinel_port)
+        wait_for_redis(master_port)
+        wait_for_redis(sentinel_port)
         yield f"redis+sentinel://127.0.0.1:{sentinel_port}/features/0"
     finally:
         for process in (sentinel, master):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,7 +24,7 @@ from feature_pipelines.catalog import load_catalog
 from feature_pipelines.code_location import build_definitions
 from feature_pipelines.runs import materialize_range
 from feature_pipelines.settings import Settings
-from tests.conftest import PROJECT_DIR, dagster_env
+from tests.conftest import PROJECT_DIR, dagster_env, free_ports
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 ARTIFACTS = Path(os.environ.get("FEATURESTORE_TEST_ARTIFACTS", PROJECT_DIR / "test-artifacts"))
@@ -40,12 +39,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def webserver(spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A webserver over a fresh instance in which transactions 2024-01-01..09 were materialized."""
@@ -55,7 +48,7 @@ def webserver(spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.Mon
     with DagsterInstance.get() as instance:
         materialize_range(build_definitions(settings, catalog), instance, catalog.get("transactions"),
                           "2024-01-01", "2024-01-09")
-    port = _free_port()
+    port = free_ports()[0]
     log = (tmp_path / "webserver.log").open("w")
     server = subprocess.Popen(
         [str(Path(os.sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),

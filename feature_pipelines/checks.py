@@ -12,13 +12,12 @@ check results stay inspectable.
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.materialize import MaterializationResult
-from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
+from feature_pipelines.offline_store import DeltaOfflineStore, table_columns
 from feature_pipelines.quality import expectation_checks, row_count_check
 from feature_pipelines.spec import WINDOW_KEY_COLUMN, FeatureSet
 
@@ -31,14 +30,13 @@ EXPECTATIONS = "expectations"
 def check_specs(feature_set: FeatureSet, key: AssetKey) -> list[AssetCheckSpec]:
     blocking = feature_set.quality.blocking
     band = feature_set.quality.row_count_band
-    band_text = "no band declared" if band is None else f"within {band[0]:g}x..{band[1]:g}x of the median of the"
+    row_count = (f"Each window's rows within {band[0]:g}x..{band[1]:g}x of the median of the "
+                 f"{feature_set.quality.reference_windows} windows before it." if band is not None
+                 else "Row-count band not declared (quality.row_count_band=None).")
     specs = [
         AssetCheckSpec(KEYS, asset=key, blocking=blocking, description="No null key or ts, no duplicate (keys, ts)."),
         AssetCheckSpec(SCHEMA, asset=key, blocking=blocking, description="The Delta table's columns match the spec."),
-        AssetCheckSpec(ROW_COUNT, asset=key, blocking=blocking,
-                       description=f"Each window's rows {band_text} "
-                                   f"{feature_set.quality.reference_windows} windows before it."
-                                   if band else "Row-count band not declared (quality.row_count_band=None)."),
+        AssetCheckSpec(ROW_COUNT, asset=key, blocking=blocking, description=row_count),
     ]
     if feature_set.quality.expectations:
         listed = ", ".join(sorted(feature_set.quality.expectations))
@@ -86,10 +84,7 @@ def _keys_check(feature_set: FeatureSet, key: AssetKey, result: MaterializationR
 
 
 def _schema_check(feature_set: FeatureSet, key: AssetKey, offline: DeltaOfflineStore) -> AssetCheckResult:
-    actual = pa.schema(offline.table(feature_set).schema().to_arrow())
-    expected = offline_schema(feature_set)
-    got = [(f.name, str(f.type)) for f in actual]
-    want = [(f.name, str(f.type)) for f in expected]
+    got, want = table_columns(offline.table(feature_set), feature_set)
     passed = got == want
     description = "columns and types match the spec" if passed else f"table has {got}, spec gives {want}"
     return _result(key, SCHEMA, passed, description, {"columns": MetadataValue.json(dict(got))})

@@ -119,9 +119,9 @@ class DeltaOfflineStore:
             if not self.exists(feature_set):
                 self._create(feature_set, schema)
             table = self.table(feature_set)
+            _check_schema(table, feature_set, uri)  # before adopting an unpinned table: never pin a mismatch
             if FINGERPRINT_PROPERTY not in table.metadata().configuration:
                 _pin(table, feature_set)  # written before versions were pinned, or created by a run that died
-            _check_schema(table, feature_set, schema, uri)
             write_deltalake(
                 uri,
                 reader,
@@ -234,13 +234,19 @@ class DeltaOfflineStore:
         return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys), prune=[(WINDOW_KEY_COLUMN, "in", keys)])
 
 
-def _check_schema(table: DeltaTable, feature_set: FeatureSet, expected: pa.Schema, uri: str) -> None:
-    actual = pa.schema(table.schema().to_arrow())
-    if [(f.name, f.type) for f in actual] != [(f.name, f.type) for f in expected]:
+def table_columns(table: DeltaTable, feature_set: FeatureSet) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(column, type) of the table as stored, and as the spec gives them."""
+    actual = [(f.name, str(f.type)) for f in pa.schema(table.schema().to_arrow())]
+    return actual, [(f.name, str(f.type)) for f in offline_schema(feature_set)]
+
+
+def _check_schema(table: DeltaTable, feature_set: FeatureSet, uri: str) -> None:
+    actual, expected = table_columns(table, feature_set)
+    if actual != expected:
         raise OfflineStoreError(
             f"feature set {feature_set.key}: the offline table at {uri} was written with columns "
-            f"{actual.names} but the spec now gives {expected.names}. A materialized version is "
-            f"immutable: declare the change as version {feature_set.version + 1}."
+            f"{[name for name, _ in actual]} but the spec now gives {[name for name, _ in expected]}. "
+            f"A materialized version is immutable: declare the change as version {feature_set.version + 1}."
         )
 
 

@@ -155,3 +155,19 @@ def test_retire_refuses_declared_versions_asks_and_deletes_both_stores(spark, st
 
     again = runner.invoke(featurestore, ["retire", "spend", "--version", "1", "--yes"], env=env)
     assert again.exit_code == 1 and "nothing is stored for spend v1" in again.output
+
+
+def test_unpinned_table_with_other_columns_is_refused_and_not_pinned(tmp_path: Path) -> None:
+    """A table written before versions were pinned is adopted only if its columns match."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from feature_pipelines.errors import OfflineStoreError
+    from feature_pipelines.fingerprint import FINGERPRINT_PROPERTY
+    from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
+
+    store = DeltaOfflineStore(str(tmp_path / "offline"))
+    legacy = offline_schema(SPEND).remove(offline_schema(SPEND).get_field_index("amount_sum_2d"))
+    write_deltalake(store.table_uri(SPEND), legacy.empty_table(), partition_by=["window_key"])
+    with pytest.raises(OfflineStoreError, match="declare the change as version 2"):
+        store.replace_windows(SPEND, [], ["2024-03-01"])
+    assert FINGERPRINT_PROPERTY not in DeltaTable(store.table_uri(SPEND)).metadata().configuration

@@ -29,10 +29,12 @@ def data_files(
     partition_column: str | None = None,
     first_partition: str | None = None,
     last_partition: str | None = None,
+    actions: pa.Table | None = None,
 ) -> list[str]:
     """Files whose `stats_column` min/max overlap `[start, end)` and whose partition value lies in
-    `[first_partition, last_partition]` (string order); files without statistics are kept."""
-    actions = pa.table(table.get_add_actions(flatten=True))
+    `[first_partition, last_partition]` (string order); files without statistics are kept.
+    `actions` is the table's flattened add actions, when the caller already has them."""
+    actions = actions if actions is not None else pa.table(table.get_add_actions(flatten=True))
     root = table.table_uri.rstrip("/")
     count = actions.num_rows
     paths = actions.column("path").to_pylist()

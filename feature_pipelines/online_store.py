@@ -12,6 +12,7 @@ writes run the script once per slot (pipelined per node) and reads use slot-spli
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,8 +20,6 @@ from typing import Any
 
 import pyarrow as pa
 import redis
-
-from collections import defaultdict
 
 from feature_pipelines.errors import OnlineStoreError
 from feature_pipelines.redis_connect import connect, is_cluster
@@ -149,6 +148,9 @@ class RedisOnlineStore:
             "The offline store is written; re-run the window to publish it once Redis is reachable."
         )
 
+    def _read_error(self, exc: Exception) -> OnlineStoreError:
+        return OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).")
+
     def codec(self, feature_set: FeatureSet) -> RowCodec:
         codec = self._codecs.get(feature_set.key)
         if codec is None:
@@ -190,7 +192,7 @@ class RedisOnlineStore:
                 replies = [self._client.mget_nonatomic(self.keys(fs, entities)) if entities else []
                            for fs, entities in requests]
             except redis.RedisError as exc:
-                raise OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).") from exc
+                raise self._read_error(exc) from exc
             return [self.codec(fs).decode_many(list(reply)) for (fs, _), reply in zip(requests, replies)]
         pipeline = self._client.pipeline(transaction=False)
         for feature_set, entities in requests:
@@ -201,7 +203,7 @@ class RedisOnlineStore:
         try:
             replies = pipeline.execute()
         except redis.RedisError as exc:
-            raise OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).") from exc
+            raise self._read_error(exc) from exc
         return [
             self.codec(feature_set).decode_many(list(reply) if entities else [])
             for (feature_set, entities), reply in zip(requests, replies)

@@ -72,7 +72,7 @@ def _read_delta(
         )
     # Naive statistics are local times in an unknown zone: widen by a day rather than miss a file.
     slack = timedelta(days=1) if source.timezone else timedelta(0)
-    files = data_files(table, stats_column=source.timestamp, start=start, end=end, slack=slack)
+    files = data_files(table, stats_column=source.timestamp, start=start, end=end, slack=slack, actions=actions)
     if not files:
         return spark.createDataFrame([], _declared_schema(source, naive=_is_naive(schema, source.timestamp)))
     reader = spark.read

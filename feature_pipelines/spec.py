@@ -350,7 +350,7 @@ class FeatureSet:
         self._check_source_columns(where)
         self._check_expectations(where)
         self._check_lineage(where)
-        self._check_freshness(where)
+        self._check_timing(where)
         if self.aggregates:
             longest = max(parse_duration(w, field="window") for a in self.aggregates for w in a.windows)
             if self.lookback < longest:
@@ -407,7 +407,8 @@ class FeatureSet:
                     f"source {self.source.name!r} has {sorted(self.source.columns)}."
                 )
 
-    def _check_freshness(self, where: str) -> None:
+    def _check_timing(self, where: str) -> None:
+        """The schedule delay and the freshness deadline both fit inside one window."""
         window = self.partitions.window_length
         delay = self.schedule_delay
         if delay >= window:

@@ -70,7 +70,7 @@ def main() -> None:
     windows = windows_between(spec, first_day.strftime("%Y-%m-%d"), last_day.strftime("%Y-%m-%d"))
 
     def stores(name: str) -> Stores:
-        return Stores(sources, DeltaOfflineStore(str(workdir / name)), None, workdir / "staging")
+        return Stores(sources, DeltaOfflineStore(str(workdir / name)), None)
 
     # Warm-up: JIT and Spark planning caches should not count against the first figure.
     materialize_windows(spark, spec, [windows[0].key], stores("warmup"))

@@ -117,7 +117,6 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
             source_storage_options=dict(sources.storage_options),
             offline=offline_store.store(),
             online=None,
-            staging_dir=Path(offline_store.staging_dir),
         )
         keys = list(context.partition_keys)
         history = {k: e["rows"] for k, e in stores.offline.materialized_windows(feature_set).items() if k not in keys}

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-OFFLINE_MID_WRITE = "offline.mid_write"  # the Delta write has started, nothing is committed
+OFFLINE_MID_WRITE = "offline.mid_write"  # data files are (being) written, nothing is committed
 ONLINE_BEFORE_PUBLISH = "online.before_publish"  # offline committed and checked, Redis untouched
 ONLINE_MID_PUBLISH = "online.mid_publish"  # rows read from Delta, before a chunk goes to Redis
 

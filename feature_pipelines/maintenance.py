@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from deltalake import DeltaTable
 
 from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX, local_path
 from feature_pipelines.spec import FeatureSet
 
 # Delta's own default: files a reader at most a week behind could still need are kept.
@@ -49,6 +51,7 @@ def maintain_table(uri: str, storage_options: dict[str, str] | None = None,
     table.create_checkpoint()
     table.cleanup_metadata()
     vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    _remove_empty_run_folders(uri)
     return TableUpkeep(
         uri=uri,
         files_before=before,
@@ -69,3 +72,17 @@ def maintain_feature_set(feature_set: FeatureSet, offline: DeltaOfflineStore,
         if upkeep is not None:
             done.append(upkeep)
     return done
+
+
+def _remove_empty_run_folders(uri: str) -> None:
+    """Vacuum deletes files, not folders: on a local disk, drop the run folders (see
+    `spark_delta_write`) that it emptied. Object stores have no empty folders."""
+    root = local_path(uri)
+    if root is None:
+        return
+    for folder in Path(root).glob(f"{RUN_FOLDER_PREFIX}*"):
+        for directory in sorted((d for d in folder.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+            if not any(directory.iterdir()):
+                directory.rmdir()
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -2,31 +2,30 @@
 
 Publishing to Redis is a separate step (`online_publish.py`).
 
-The computed rows are first written by the executors to a private staging folder, so the
-transform runs once, validation and statistics read the staged files, and the driver
-streams them into one Delta commit batch by batch (bounded memory, no `toPandas()`).
+The executors write the computed rows as Parquet into a folder of the Delta table named after
+the run (`spark_delta_write`), so the transform runs once and validation and statistics read
+those files; the driver then commits them in one Delta transaction. Rows never pass through
+the driver, so a window may be larger than the driver's memory.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as pads
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from feature_pipelines.dtypes import NUMERIC
+from feature_pipelines.dtypes import NUMERIC, spark_type
 from feature_pipelines.errors import FeatureStoreError, TransformOutputError
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.quality import WindowFeatureStats
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.source_reader import read_source
+from feature_pipelines.spark_delta_write import RunFiles
 from feature_pipelines.spec import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
 from feature_pipelines.transforms import compute_features
 from feature_pipelines.validation import conform_output, validate_output
@@ -64,7 +63,6 @@ class Stores:
     source_root: str
     offline: DeltaOfflineStore
     online: RedisOnlineStore | None
-    staging_dir: Path
     source_storage_options: dict[str, str] = field(default_factory=dict)
 
 
@@ -98,32 +96,34 @@ def materialize_windows(
         CREATED_COLUMN, F.lit(created)
     )
 
-    stage = stores.staging_dir / f"{feature_set.key}-{run_id or uuid.uuid4().hex}"
+    files = RunFiles.new(stores.offline.table_uri(feature_set), run_id)
+    committed = False
     try:
-        _stage(feature_set, rows, stage / "rows")
+        _write(feature_set, rows, files)
         timings["compute_s"] = time.perf_counter() - started
-        staged = spark.read.parquet(str(stage / "rows"))
+        schema = staged_schema(feature_set)
+        staged = files.read(spark, schema)
         validate_output(feature_set, staged, ranges)
         stats, window_stats = _statistics(feature_set, staged)
         per_window = {k: next(iter(v.values())).count for k, v in window_stats.items()}
         preview = staged.orderBy(*feature_set.entity_names, feature_set.timestamp).limit(_PREVIEW_ROWS).toPandas()
         timings["validate_s"] = time.perf_counter() - started - timings["compute_s"]
 
-        version = uri = None
-        if feature_set.materialization.offline:
-            mark = time.perf_counter()
-            version = stores.offline.replace_windows(
-                feature_set,
-                _batches(stage / "rows"),
-                keys,
-                commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
-                rows_per_window=per_window,
-            )
-            uri = stores.offline.table_uri(feature_set)
-            timings["offline_write_s"] = time.perf_counter() - mark
-
+        mark = time.perf_counter()
+        actions = files.add_actions(spark, schema, [WINDOW_KEY_COLUMN])
+        version = stores.offline.commit_files(
+            feature_set,
+            actions,
+            keys,
+            commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
+            rows_per_window=per_window,
+        )
+        committed = True
+        uri = stores.offline.table_uri(feature_set)
+        timings["offline_write_s"] = time.perf_counter() - mark
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not committed:
+            files.remove()
 
     return MaterializationResult(
         feature_set=feature_set,
@@ -140,10 +140,10 @@ def materialize_windows(
     )
 
 
-def _stage(feature_set: FeatureSet, rows: DataFrame, path: Path) -> None:
+def _write(feature_set: FeatureSet, rows: DataFrame, files: RunFiles) -> None:
     """Run the transform once, writing its rows from the executors; user errors are named."""
     try:
-        rows.write.mode("overwrite").parquet(str(path))
+        files.write(rows, [WINDOW_KEY_COLUMN])
     except FeatureStoreError:
         raise
     except Exception as exc:
@@ -154,8 +154,14 @@ def _stage(feature_set: FeatureSet, rows: DataFrame, path: Path) -> None:
         ) from exc
 
 
-def _batches(path: Path):
-    return pads.dataset(str(path), format="parquet").to_batches(batch_size=64_000)
+def staged_schema(feature_set: FeatureSet) -> T.StructType:
+    """The Spark schema of a run's rows as written: keys, ts, features, created, window key."""
+    fields = [T.StructField(e.name, spark_type(e.dtype)) for e in feature_set.entities]
+    fields.append(T.StructField(feature_set.timestamp, T.TimestampType()))
+    fields += [T.StructField(f.name, spark_type(f.dtype)) for f in feature_set.features]
+    fields.append(T.StructField(CREATED_COLUMN, T.TimestampType()))
+    fields.append(T.StructField(WINDOW_KEY_COLUMN, T.StringType()))
+    return T.StructType(fields)
 
 
 def _statistics(

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timezone
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
+from deltalake.transaction import AddAction
 
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.dtypes import arrow_type
@@ -102,7 +103,52 @@ class DeltaOfflineStore:
         commit_metadata: dict[str, str] | None = None,
         rows_per_window: dict[str, int] | None = None,
     ) -> int:
-        """Replace exactly `window_keys` with `batches`, in one commit; return the new table version.
+        """Replace exactly `window_keys` with Arrow `batches`, written by delta-rs from this
+        process, in one commit; return the new table version."""
+        schema = offline_schema(feature_set)
+        reader = pa.RecordBatchReader.from_batches(schema, _conformed(batches, schema))
+
+        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
+            write_deltalake(
+                table, reader, mode="overwrite", predicate=predicate, partition_by=[WINDOW_KEY_COLUMN],
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+
+        return self._replace(feature_set, window_keys, write, commit_metadata, rows_per_window)
+
+    def commit_files(
+        self,
+        feature_set: FeatureSet,
+        actions: list[AddAction],
+        window_keys: Iterable[str],
+        commit_metadata: dict[str, str] | None = None,
+        rows_per_window: dict[str, int] | None = None,
+    ) -> int:
+        """Replace exactly `window_keys` with Parquet files already written into the table's
+        location (by Spark executors, see `spark_delta_write`), in one commit; return the new
+        table version. Only the files' descriptions pass through this process."""
+        schema = offline_schema(feature_set)
+
+        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
+            fault_point(OFFLINE_MID_WRITE)  # the files are in place, nothing is committed
+            table.create_write_transaction(
+                actions, mode="overwrite", schema=schema, partition_by=[WINDOW_KEY_COLUMN],
+                partition_filters=[(WINDOW_KEY_COLUMN, "in", keys)],
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+
+        return self._replace(feature_set, window_keys, write, commit_metadata, rows_per_window)
+
+    def _replace(
+        self,
+        feature_set: FeatureSet,
+        window_keys: Iterable[str],
+        write: Callable[[DeltaTable, str, list[str], dict[str, str]], None],
+        commit_metadata: dict[str, str] | None,
+        rows_per_window: dict[str, int] | None,
+    ) -> int:
+        """Create and pin the table when new, check it, run `write` (one commit replacing the
+        windows), then log the windows.
 
         The window log is appended after the data commit: a crash in between leaves windows
         that hold data but read as missing, which a re-run repairs; never the reverse.
@@ -110,33 +156,23 @@ class DeltaOfflineStore:
         keys = sorted(set(window_keys))
         if not keys:
             raise OfflineStoreError(f"feature set {feature_set.key}: no windows given to replace.")
-        schema = offline_schema(feature_set)
-        reader = pa.RecordBatchReader.from_batches(schema, _conformed(batches, schema))
         uri = self.table_uri(feature_set)
         metadata = {"feature_set": feature_set.key, "windows": json.dumps(keys), **(commit_metadata or {})}
-        options = self.storage_options or None
         try:
             if not self.exists(feature_set):
-                self._create(feature_set, schema)
+                self._create(feature_set, offline_schema(feature_set))
             table = self.table(feature_set)
             _check_schema(table, feature_set, uri)  # before adopting an unpinned table: never pin a mismatch
             if FINGERPRINT_PROPERTY not in table.metadata().configuration:
                 _pin(table, feature_set)  # written before versions were pinned, or created by a run that died
-            write_deltalake(
-                uri,
-                reader,
-                mode="overwrite",
-                predicate=f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})",
-                partition_by=[WINDOW_KEY_COLUMN],
-                storage_options=options,
-                commit_properties=CommitProperties(custom_metadata=metadata),
-            )
+                table = self.table(feature_set)
+            write(table, f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})", keys, metadata)
         except DeltaError as exc:
             raise OfflineStoreError(
                 f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {uri} failed: {exc}. "
                 "The table is unchanged; fix the cause and re-run."
             ) from exc
-        version = DeltaTable(uri, storage_options=options).version()
+        version = DeltaTable(uri, storage_options=self.storage_options or None).version()
         self._log_windows(feature_set, keys, rows_per_window or {}, version, metadata)
         return version
 

@@ -31,10 +31,9 @@ class SourcesResource(ConfigurableResource):
 
 
 class OfflineStoreResource(ConfigurableResource):
-    """The Delta offline store, plus the folder where runs stage computed rows."""
+    """The Delta offline store (runs write their files into each table's own location)."""
 
     uri: str
-    staging_dir: str
     storage_options: dict[str, str] = {}
 
     def store(self) -> DeltaOfflineStore:
@@ -80,16 +79,22 @@ LOCAL_SPARK_NETWORK = {
 
 
 def spark_config(settings: Settings) -> dict[str, Any]:
-    """Spark settings: the master URL and engine defaults; FEATURESTORE_SPARK_CONF (JSON) adds more."""
-    config: dict[str, Any] = {
-        "spark.master": settings.spark_master,
+    """Spark settings: the master URL and engine defaults; FEATURESTORE_SPARK_CONF (JSON) adds more.
+
+    `SPARK_MASTER` is any master URL (`local[*]`, `spark://`, `k8s://`, `yarn`) or a Spark
+    Connect URL (`sc://host:15002`): then this process is a thin client and the driver, with
+    its own memory and network settings, runs in the Spark Connect server.
+    """
+    master = settings.spark_master
+    config: dict[str, Any] = {"spark.remote": master} if master.startswith("sc://") else {
+        "spark.master": master,
         "spark.app.name": "feature-store",
-        "spark.sql.shuffle.partitions": os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"),
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
-        **SESSION_SETTINGS,
     }
-    if settings.spark_master.startswith("local"):
+    config["spark.sql.shuffle.partitions"] = os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8")
+    config.update(SESSION_SETTINGS)
+    if master.startswith("local"):
         config.update(LOCAL_SPARK_NETWORK)
         # PySpark reads the worker interpreter from the environment when it starts the context.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -105,7 +110,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "sources": SourcesResource(root=settings.source_root, storage_options=settings.source_storage_options),
         "offline_store": OfflineStoreResource(
             uri=settings.offline_uri,
-            staging_dir=str(settings.staging_dir),
             storage_options=settings.offline_storage_options,
         ),
         "online_store": OnlineStoreResource(redis_url=settings.redis_url, local_dir=str(settings.data_dir / "redis")),

@@ -33,7 +33,6 @@ class Settings:
     data_dir: Path
     source_root: str
     offline_uri: str
-    staging_dir: Path
     redis_url: str | None
     spark_master: str
     offline_storage_options: dict[str, str] = field(default_factory=dict)
@@ -48,7 +47,6 @@ class Settings:
             data_dir=data_dir,
             source_root=os.environ.get("FEATURESTORE_SOURCE_ROOT", str(data_dir / "sources")),
             offline_uri=os.environ.get("FEATURESTORE_OFFLINE_URI", str(data_dir / "offline")),
-            staging_dir=Path(os.environ.get("FEATURESTORE_STAGING_DIR", data_dir / "staging")).resolve(),
             redis_url=os.environ.get("REDIS_URL") or None,
             spark_master=os.environ.get("SPARK_MASTER", "local[2]"),
             offline_storage_options=_json_env("FEATURESTORE_OFFLINE_STORAGE_OPTIONS"),

@@ -7,19 +7,15 @@ bound), so that sub-microsecond observation times join exactly as in the local e
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-from deltalake import write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.observations import ObservationFiles
 from feature_pipelines.pit_join_spark import ROW_ID, T_CEIL, T_FLOOR
+from feature_pipelines.spark_delta_write import write_table
 from feature_pipelines.spark_parquet import NanosFrame, nanos_to_micros, read_parquet_files, with_timestamps
 
 _FILE_BITS = 40  # row index within a file: up to 2^40 rows per file
@@ -58,19 +54,6 @@ def write_output(frame: DataFrame, output: str, output_format: str) -> str:
         return output
     if output_format != "delta":
         raise RetrievalError(f"output format {output_format!r} is unknown; use 'parquet' or 'delta'.")
-    # Executors write Parquet beside the target; delta-rs then streams it into one commit.
-    staging = f"{output.rstrip('/')}.staging-{uuid.uuid4().hex}"
-    frame.write.parquet(staging)
-    try:
-        dataset = ds.dataset(staging, format="parquet")
-        write_deltalake(output, dataset.scanner().to_reader(), mode="overwrite", schema_mode="overwrite")
-    finally:
-        filesystem, path = pafs.FileSystem.from_uri(staging if "://" in staging else f"file://{_absolute(staging)}")
-        filesystem.delete_dir(path)
+    # The executors write the files into the table; the driver commits them (schema included).
+    write_table(frame.sparkSession, frame, output)
     return output
-
-
-def _absolute(path: str) -> str:
-    from pathlib import Path
-
-    return str(Path(path).resolve())

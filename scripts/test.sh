@@ -3,5 +3,5 @@
 # Extra arguments go to pytest (e.g. -m "not integration", -k rolling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --test
 exec .venv/bin/python -m pytest "$@"

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 from deltalake import write_deltalake
 from pyspark.sql import SparkSession
 
+from feature_pipelines.backfills import daemon_running
 from feature_pipelines.local_redis import LocalRedisServer
 from feature_pipelines.resources import LOCAL_SPARK_NETWORK
 from feature_pipelines.materialize import SESSION_SETTINGS, Stores
@@ -21,8 +28,10 @@ from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.sample_data import SampleSize, generate_sample_data
 from feature_pipelines.settings import Settings
+from tests.cluster_services import free_ports  # noqa: F401  (tests import it from here)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts (dagster, dagster-daemon, featurestore)
 # Small enough to keep the suite fast, large enough to exercise many entities and windows.
 TEST_SAMPLE = SampleSize(transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
 
@@ -68,7 +77,6 @@ def stores(tmp_path: Path, online_store: RedisOnlineStore) -> Stores:
         source_root=str(tmp_path / "sources"),
         offline=DeltaOfflineStore(str(tmp_path / "offline")),
         online=online_store,
-        staging_dir=tmp_path / "staging",
     )
 
 
@@ -87,7 +95,6 @@ def settings(tmp_path: Path, sample_sources: str, redis_server: LocalRedisServer
         data_dir=tmp_path / "data",
         source_root=sample_sources,
         offline_uri=str(tmp_path / "offline"),
-        staging_dir=tmp_path / "staging",
         redis_url=redis_server.url,
         spark_master="local[2]",
     )
@@ -121,7 +128,6 @@ def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
         FEATURESTORE_DATA_DIR=str(settings.data_dir),
         FEATURESTORE_SOURCE_ROOT=settings.source_root,
         FEATURESTORE_OFFLINE_URI=settings.offline_uri,
-        FEATURESTORE_STAGING_DIR=str(settings.staging_dir),
         REDIS_URL=settings.redis_url or "",
         SPARK_DRIVER_MEMORY="1g",
         SPARK_SHUFFLE_PARTITIONS="2",
@@ -142,19 +148,6 @@ def _forget_dagster_state_storage() -> Iterator[None]:
     _current_storage.set(None)
 
 
-def free_ports(count: int = 1) -> list[int]:
-    """Free loopback TCP ports (held open together, so they are distinct)."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def wait_for_redis(port: int, timeout_s: float = 10.0) -> None:
     """Return once a Redis server answers PING on `port`."""
     import time
@@ -171,3 +164,39 @@ def wait_for_redis(port: int, timeout_s: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"redis-server on port {port} did not start") from None
             time.sleep(0.05)
+
+
+@contextmanager
+def running_daemon(env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """A dagster-daemon running against the instance of `env` until the block ends."""
+    ref = InstanceRef.from_dir(env["DAGSTER_HOME"])
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # dagster.yaml reads it for the storage folder
+    # Create the SQLite storages first: a daemon and a CLI creating them at the same moment race
+    # ("table secondary_indexes already exists") and the daemon dies.
+    with DagsterInstance.from_ref(ref) as instance:
+        instance.get_runs(limit=1)
+        instance.get_backfills(limit=1)
+        instance.all_asset_keys()
+        instance.all_instigator_state()
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            with DagsterInstance.from_ref(ref) as instance:
+                while not daemon_running(instance):
+                    assert daemon.poll() is None, f"dagster-daemon exited; see {log_path}"
+                    assert time.monotonic() < deadline, f"dagster-daemon did not report within 120 s; see {log_path}"
+                    time.sleep(1)
+            yield
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+            if previous is None:
+                os.environ.pop("DAGSTER_HOME", None)
+            else:
+                os.environ["DAGSTER_HOME"] = previous

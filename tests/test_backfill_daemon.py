@@ -3,68 +3,26 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.dagster_run import RunsFilter
 from deltalake import DeltaTable
 
 from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
-from feature_pipelines.backfills import daemon_running
 from feature_pipelines.catalog import load_catalog
 from feature_pipelines.offline_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
-from tests.conftest import PROJECT_DIR, dagster_env
+from tests.conftest import BIN, PROJECT_DIR, dagster_env, running_daemon
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
 ACCOUNTS = load_catalog(PROJECT_DIR / "feature_defs").get("accounts")
-
-
-@contextmanager
-def running_daemon(env: dict[str, str], log_path: Path) -> Iterator[None]:
-    """A dagster-daemon running against the instance of `env` until the block ends."""
-    ref = InstanceRef.from_dir(env["DAGSTER_HOME"])
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # dagster.yaml reads it for the storage folder
-    # Create the SQLite storages first: a daemon and a CLI creating them at the same moment race
-    # ("table secondary_indexes already exists") and the daemon dies.
-    with DagsterInstance.from_ref(ref) as instance:
-        instance.get_runs(limit=1)
-        instance.get_backfills(limit=1)
-        instance.all_asset_keys()
-        instance.all_instigator_state()
-    with log_path.open("w") as log:
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            with DagsterInstance.from_ref(ref) as instance:
-                while not daemon_running(instance):
-                    assert daemon.poll() is None, f"dagster-daemon exited; see {log_path}"
-                    assert time.monotonic() < deadline, f"dagster-daemon did not report within 120 s; see {log_path}"
-                    time.sleep(1)
-            yield
-        finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-            if previous is None:
-                os.environ.pop("DAGSTER_HOME", None)
-            else:
-                os.environ["DAGSTER_HOME"] = previous
 
 
 def _daemon_settings(settings: Settings) -> Settings:

@@ -69,7 +69,7 @@ def own_redis(tmp_path: Path):
 
 def clean_reference(spark, settings: Settings, tmp_path: Path, first: str, last: str) -> DeltaOfflineStore:
     """The same windows materialized without faults, in their own offline root and instance."""
-    reference = replace(settings, offline_uri=str(tmp_path / "reference"), staging_dir=tmp_path / "reference-staging")
+    reference = replace(settings, offline_uri=str(tmp_path / "reference"))
     catalog = load_catalog(reference.feature_defs_dir)
     with DagsterInstance.ephemeral() as instance:
         materialize_range(build_definitions(reference, catalog), instance, catalog.get("transactions"), first, last)

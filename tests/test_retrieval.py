@@ -46,7 +46,7 @@ def store(spark, tmp_path_factory: pytest.TempPathFactory, sample_sources: str, 
     client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
     client.flushdb()
     root = tmp_path_factory.mktemp("retrieval")
-    stores = Stores(sample_sources, DeltaOfflineStore(str(root / "offline")), RedisOnlineStore(client), root / "staging")
+    stores = Stores(sample_sources, DeltaOfflineStore(str(root / "offline")), RedisOnlineStore(client))
     # Sample data covers 2024-01-01 .. 2024-02-09. T is the last instant of 2024-02-19: every row
     # with ts <= T - source_delay is materialized and none later, as production would see at T.
     materialize_through(spark, stores, "transactions", "2024-02-19")
@@ -211,7 +211,7 @@ def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> 
 def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> Settings:
     return Settings(
         feature_defs_dir=PROJECT_DIR / "feature_defs", data_dir=tmp_path / "data", source_root=str(tmp_path / "none"),
-        offline_uri=store.offline.root, staging_dir=tmp_path / "staging", redis_url=redis_url, spark_master="local[2]",
+        offline_uri=store.offline.root, redis_url=redis_url, spark_master="local[2]",
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import redis
 from dagster import DagsterEventType, DagsterInstance
@@ -28,6 +29,7 @@ from feature_pipelines.online_publish import publish_windows
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.runs import materialize_range
 from feature_pipelines.settings import Settings
+from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX
 from tests.conftest import PROJECT_DIR, dagster_env, free_ports, offline_frame, wait_for_redis
 
 pytestmark = pytest.mark.integration
@@ -108,7 +110,7 @@ def online_values(store: RedisOnlineStore, feature_set, entities: list[str]) -> 
     return {e: (v.ts, v.features) if v else None for e, v in zip(entities, store.read(feature_set, [[e] for e in entities]))}
 
 
-def test_sigkill_mid_delta_write_keeps_the_previous_version_and_a_retry_matches_a_clean_run(
+def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_matches_a_clean_run(
         spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = dagster_env(settings, tmp_path / "home")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
@@ -120,9 +122,14 @@ def test_sigkill_mid_delta_write_keeps_the_previous_version_and_a_retry_matches_
     version, before, log = offline.table(transactions).version(), offline_frame(offline, transactions), \
         offline.materialized_windows(transactions)
 
-    # Rewrites 01-03..04 and adds 01-05..06; killed while delta-rs holds the rows.
+    # Rewrites 01-03..04 and adds 01-05..06; killed once the executors have written the files
+    # into the table's folder, before the driver commits them.
     killed_cli_run(env, OFFLINE_MID_WRITE, tmp_path / "fault", "transactions", "--start", "2024-01-03", "--end", "2024-01-06")
     assert offline.table(transactions).version() == version
+    referenced = {p.split("/")[0] for p in
+                  pa.table(offline.table(transactions).get_add_actions(flatten=True)).column("path").to_pylist()}
+    orphans = [p for p in Path(offline.table_uri(transactions)).glob(f"{RUN_FOLDER_PREFIX}*") if p.name not in referenced]
+    assert len(orphans) == 1 and list(orphans[0].rglob("*.parquet"))  # on disk, in no Delta version
     pd.testing.assert_frame_equal(offline_frame(offline, transactions), before)
     assert offline.materialized_windows(transactions) == log
 

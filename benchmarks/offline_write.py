@@ -6,7 +6,7 @@ window larger than the driver's memory on a real Spark standalone cluster.
 
 `local` (local[2], one process): the same Spark rows replace one window of a Delta table
   - executor path (what `materialize_windows` does): executors write Parquet into the table's
-    location, one aggregation gives the files' Delta statistics, the driver commits the list;
+    location, the driver reads the files' footers for Delta statistics and commits the list;
   - Arrow streaming writer (the reference, the former path): executors write Parquet to a
     local staging folder, the driver streams it batch by batch into delta-rs, which re-encodes
     it into the table.
@@ -100,8 +100,8 @@ def run_local(args: argparse.Namespace, workdir: Path) -> None:
 
         def executor_path() -> None:
             files = RunFiles.new(executor_store.table_uri(spec))
-            files.write(frame)
-            executor_store.commit_files(spec, files.add_actions(spark, spec), [key])
+            files.write(frame, [WINDOW_KEY_COLUMN])
+            executor_store.commit_files(spec, files.add_actions(), [key])
 
         def arrow_writer() -> None:
             stage = workdir / "staging"

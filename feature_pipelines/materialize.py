@@ -96,7 +96,7 @@ def materialize_windows(
         CREATED_COLUMN, F.lit(created)
     )
 
-    files = RunFiles.new(stores.offline.table_uri(feature_set), run_id)
+    files = RunFiles.new(stores.offline.table_uri(feature_set), run_id, stores.offline.storage_options or None)
     committed = False
     try:
         _write(feature_set, rows, files)
@@ -110,7 +110,7 @@ def materialize_windows(
         timings["validate_s"] = time.perf_counter() - started - timings["compute_s"]
 
         mark = time.perf_counter()
-        actions = files.add_actions(spark, schema, [WINDOW_KEY_COLUMN])
+        actions = files.add_actions()
         version = stores.offline.commit_files(
             feature_set,
             actions,

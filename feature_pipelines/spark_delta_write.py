@@ -2,10 +2,11 @@
 written files as Delta add actions for the driver to commit in one transaction.
 
 The rows never pass through the driver: executors write Parquet into a folder of the table named
-after the run (`<table>/run-<token>/[<partition>=<value>/]part-*.parquet`), and one aggregation
-over the files' hidden `_metadata` column gives each file's path, size, row count and column
-statistics, one small row per file. The data size is therefore bounded by the executors'
-storage, not by the driver's memory, and the driver needs no access to the executors' disks.
+after the run (`<table>/run-<token>/[<partition>=<value>/]part-*.parquet`); the driver then lists
+that folder and reads each file's Parquet footer (a few KB: row count and per-column min, max and
+null count, which the writer already computed) to build the Delta statistics. The data size is
+bounded by the executors' storage, not by the driver's memory, and no second Spark job reads
+the rows again.
 
 Files of a run that dies before its commit are in no Delta version, so readers never see them;
 locally they are removed at once, on object stores `vacuum` removes them once they are older
@@ -17,15 +18,20 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from urllib.parse import unquote, urlparse
 
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
+from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -37,25 +43,22 @@ _WRITE_OPTIONS = {
     "fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     "fs.file.impl.disable.cache": "true",
 }
-# Column types that get min/max statistics, and how Delta writes them (as delta-rs does:
-# timestamps truncated to milliseconds, NaN left out of float bounds).
-_BOUNDED = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.StringType,
-            T.DateType, T.TimestampType)
-_STAT_FORMATS = {T.TimestampType: "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'", T.DateType: "yyyy-MM-dd"}
-_PRIMITIVE = (*_BOUNDED, T.BooleanType, T.BinaryType, T.DecimalType, T.TimestampNTZType)
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_FOOTER_READERS = 16  # footers are tiny: on an object store their latency, not size, counts
 
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where one run writes its files inside a table, and the Spark view of that place."""
+    """Where one run writes its files inside a table, and how the driver sees them."""
 
     table_uri: str
     token: str
+    storage_options: dict[str, str] | None = None
 
     @classmethod
-    def new(cls, table_uri: str, token: str | None = None) -> "RunFiles":
+    def new(cls, table_uri: str, token: str | None = None, storage_options: dict[str, str] | None = None) -> "RunFiles":
         # The random part keeps the folder unique when a run id is reused by a retry.
-        return cls(table_uri.rstrip("/"), f"{token + '-' if token else ''}{uuid.uuid4().hex[:12]}")
+        return cls(table_uri.rstrip("/"), f"{token + '-' if token else ''}{uuid.uuid4().hex[:12]}", storage_options)
 
     @property
     def folder(self) -> str:
@@ -79,23 +82,30 @@ class RunFiles:
         stays a string, never an inferred date)."""
         return spark.read.schema(schema).option("basePath", self.location).parquet(self.location)
 
-    def add_actions(self, spark: SparkSession, schema: T.StructType, partition_by: Sequence[str] = ()) -> list[AddAction]:
-        """One Delta add action per written file with its statistics, computed by the executors;
-        in file-name order (Spark's task order, which keeps a sorted output sorted)."""
-        meta = F.col("_metadata")
-        fields = [f for f in schema.fields if f.name not in partition_by and isinstance(f.dataType, _PRIMITIVE)]
-        aggregations = [F.count(F.lit(1)).alias("__records")]
-        for field in fields:
-            aggregations.append(F.sum(F.col(field.name).isNull().cast("long")).alias(f"{field.name}__nulls"))
-            if isinstance(field.dataType, _BOUNDED):
-                aggregations += [_bound(F.min, field).alias(f"{field.name}__min"),
-                                 _bound(F.max, field).alias(f"{field.name}__max")]
-        grouped = self.read(spark, schema).groupBy(
-            meta.file_path.alias("__path"), meta.file_size.alias("__size"),
-            F.unix_millis(meta.file_modification_time).alias("__modified"), *[F.col(c) for c in partition_by],
-        ).agg(*aggregations)
-        actions = [self._action(row.asDict(), fields, partition_by) for row in grouped.collect()]
-        return sorted(actions, key=lambda a: a.path)
+    def add_actions(self) -> list[AddAction]:
+        """One Delta add action per written file, with statistics from its footer; in file-name
+        order (Spark's task order, which keeps a sorted output sorted)."""
+        filesystem, base = self._filesystem()
+        files = sorted(
+            (info for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+             if info.is_file and info.path.endswith(".parquet")),
+            key=lambda info: info.path,
+        )
+        with ThreadPoolExecutor(max_workers=_FOOTER_READERS) as pool:
+            footers = list(pool.map(lambda info: pq.read_metadata(filesystem.open_input_file(info.path)), files))
+        now = int(time.time() * 1000)
+        actions = []
+        for info, footer in zip(files, footers):
+            relative = info.path[len(base):].lstrip("/")
+            actions.append(AddAction(
+                path=f"{self.folder}/{relative}",
+                size=info.size,
+                partition_values=dict(_partition_values(relative)),
+                modification_time=int(info.mtime.timestamp() * 1000) if info.mtime else now,
+                data_change=True,
+                stats=json.dumps(_statistics(footer), separators=(",", ":")),
+            ))
+        return actions
 
     def remove(self) -> None:
         """Delete the run's files when the table is local; elsewhere vacuum does it later."""
@@ -103,42 +113,22 @@ class RunFiles:
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
 
-    def _action(self, row: dict, fields: list[T.StructField], partition_by: Sequence[str]) -> AddAction:
-        stats: dict = {"numRecords": int(row["__records"]), "minValues": {}, "maxValues": {}, "nullCount": {}}
-        for field in fields:
-            stats["nullCount"][field.name] = int(row[f"{field.name}__nulls"] or 0)
-            for bound in ("min", "max"):
-                value = row.get(f"{field.name}__{bound}")
-                if value is not None and not (isinstance(value, float) and not math.isfinite(value)):
-                    stats[f"{bound}Values"][field.name] = value
-        return AddAction(
-            path=self._relative(row["__path"]),
-            size=int(row["__size"]),
-            partition_values={c: None if row[c] is None else str(row[c]) for c in partition_by},
-            modification_time=int(row["__modified"]),
-            data_change=True,
-            stats=json.dumps(stats, separators=(",", ":")),
-        )
-
-    def _relative(self, file_path: str) -> str:
-        """The file's path relative to the table, as it is named in storage (delta-rs encodes it
-        for the log). Spark gives a URL-encoded URI whose scheme spelling may differ from ours
-        (`file:/` vs `file:///`), so the run folder, unique by its token, marks where the
-        table's part ends."""
-        marker = f"/{self.folder}/"
-        at = file_path.find(marker)
-        if at < 0:
-            raise RuntimeError(f"Spark wrote {file_path!r} outside the run folder {self.location!r}")
-        return unquote(file_path[at + 1:])
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        # Local folders through pyarrow's own filesystem: deltalake's Python one makes the
+        # interpreter abort at exit now and then (see delta_files.delta_dataset).
+        path = local_path(self.location)
+        if path is not None:
+            return pafs.LocalFileSystem(), path
+        return pafs.PyFileSystem(DeltaStorageHandler(self.location, self.storage_options)), ""
 
 
 def write_table(spark: SparkSession, rows: DataFrame, uri: str, storage_options: dict[str, str] | None = None) -> int:
     """Replace the Delta table at `uri` (created when missing) with `rows`, written by the
     executors and committed in one transaction, schema included; return the new version."""
-    files = RunFiles.new(uri)
+    files = RunFiles.new(uri, storage_options=storage_options)
     try:
         files.write(rows)
-        actions = files.add_actions(spark, rows.schema)
+        actions = files.add_actions()
         schema = to_arrow_schema(rows.schema, timezone="UTC")
         if DeltaTable.is_deltatable(uri, storage_options=storage_options):
             table = DeltaTable(uri, storage_options=storage_options)
@@ -152,16 +142,54 @@ def write_table(spark: SparkSession, rows: DataFrame, uri: str, storage_options:
     return DeltaTable(uri, storage_options=storage_options).version()
 
 
-def _bound(aggregate, field: T.StructField) -> Column:
-    column = F.col(field.name)
-    if isinstance(field.dataType, (T.FloatType, T.DoubleType)):
-        column = F.when(~F.isnan(column), column)  # Spark orders NaN above every number
-    fmt = _STAT_FORMATS.get(type(field.dataType))
-    return F.date_format(aggregate(column), fmt) if fmt else aggregate(column)
-
-
 def local_path(uri: str) -> str | None:
     """The folder of a local (or `file:`) URI; None for object-store URIs."""
     if uri.startswith("file:"):
         return unquote(urlparse(uri).path)
     return None if "://" in uri else uri
+
+
+def _partition_values(relative: str) -> Iterator[tuple[str, str | None]]:
+    """`window_key=2024-03-01-05%3A00/part-0.parquet` -> ("window_key", "2024-03-01-05:00"):
+    Spark escapes partition values in folder names as Hive does (%XX)."""
+    for segment in relative.split("/")[:-1]:
+        name, _, value = segment.partition("=")
+        value = unquote(value)
+        yield unquote(name), None if value == _HIVE_NULL else value
+
+
+def _statistics(footer: pq.FileMetaData) -> dict:
+    """Delta file statistics from the row groups' Parquet statistics: numRecords, and per
+    top-level column nullCount and (when every row group has them) minValues / maxValues,
+    written as delta-rs writes them (timestamps in UTC to the millisecond, NaN left out)."""
+    stats: dict = {"numRecords": footer.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    schema = footer.schema.to_arrow_schema()
+    for index, field in enumerate(schema):
+        if footer.schema.column(index).path != field.name:  # nested: no Delta stats here
+            continue
+        columns = [footer.row_group(g).column(index).statistics for g in range(footer.num_row_groups)]
+        if not columns or any(c is None for c in columns):
+            continue
+        if all(c.has_null_count for c in columns):
+            stats["nullCount"][field.name] = sum(c.null_count for c in columns)
+        bounded = [c for c in columns if c.has_min_max]
+        if not bounded:
+            continue
+        lows, highs = [_json_value(c.min) for c in bounded], [_json_value(c.max) for c in bounded]
+        if None not in lows and None not in highs:
+            stats["minValues"][field.name], stats["maxValues"][field.name] = min(lows), max(highs)
+    return stats
+
+
+def _json_value(value: object) -> object:
+    """A statistic as Delta's JSON holds it; None when it has no such form (bytes, NaN)."""
+    if isinstance(value, datetime):  # a naive one is a timestamp_ntz: no zone suffix
+        utc = value.astimezone(timezone.utc) if value.tzinfo else value
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}" + ("Z" if value.tzinfo else "")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return None

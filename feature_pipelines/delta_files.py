@@ -69,12 +69,17 @@ def delta_dataset(table: DeltaTable, prune: list[tuple[str, str, Any]] | None = 
     five ("terminate called without an active exception"). Remote tables keep deltalake's, which
     carries the storage options.
     """
-    uri = table.table_uri
-    filesystem = None
-    if uri.startswith("file://") or "://" not in uri:
-        path = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
-        filesystem = pafs.SubTreeFileSystem(path.rstrip("/") or "/", pafs.LocalFileSystem())
+    path = local_path(table.table_uri)
+    filesystem = None if path is None else pafs.SubTreeFileSystem(path.rstrip("/") or "/", pafs.LocalFileSystem())
     return table.to_pyarrow_dataset(filesystem=filesystem, file_pruning_predicate=prune)
+
+
+def local_path(uri: str) -> str | None:
+    """The folder of a local path or `file:` URI (Spark writes `file:/...`, delta-rs
+    `file:///...`); None for object-store URIs."""
+    if uri.startswith("file:"):
+        return unquote(urlparse(uri).path)
+    return None if "://" in uri else uri
 
 
 def read_delta(table: DeltaTable, columns: list[str] | None = None, filter: ds.Expression | None = None,

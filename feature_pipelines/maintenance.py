@@ -9,6 +9,7 @@ a writer) runs this on a daily schedule.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX, local_path
+from feature_pipelines.delta_files import local_path
+from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX
 from feature_pipelines.spec import FeatureSet
 
 # Delta's own default: files a reader at most a week behind could still need are kept.
@@ -81,8 +83,6 @@ def _remove_empty_run_folders(uri: str) -> None:
     if root is None:
         return
     for folder in Path(root).glob(f"{RUN_FOLDER_PREFIX}*"):
-        for directory in sorted((d for d in folder.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
-            if not any(directory.iterdir()):
-                directory.rmdir()
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        for directory, _, _ in os.walk(folder, topdown=False):  # deepest first
+            if not os.listdir(directory):
+                os.rmdir(directory)

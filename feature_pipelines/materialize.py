@@ -18,10 +18,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
-from feature_pipelines.dtypes import NUMERIC, spark_type
+from feature_pipelines.dtypes import NUMERIC
 from feature_pipelines.errors import FeatureStoreError, TransformOutputError
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
 from feature_pipelines.quality import WindowFeatureStats
 from feature_pipelines.online_store import RedisOnlineStore
 from feature_pipelines.source_reader import read_source
@@ -97,33 +98,31 @@ def materialize_windows(
     )
 
     files = RunFiles.new(stores.offline.table_uri(feature_set), run_id, stores.offline.storage_options or None)
-    committed = False
     try:
         _write(feature_set, rows, files)
         timings["compute_s"] = time.perf_counter() - started
-        schema = staged_schema(feature_set)
-        staged = files.read(spark, schema)
+        staged = files.read(spark, staged_schema(feature_set))
         validate_output(feature_set, staged, ranges)
         stats, window_stats = _statistics(feature_set, staged)
         per_window = {k: next(iter(v.values())).count for k, v in window_stats.items()}
         preview = staged.orderBy(*feature_set.entity_names, feature_set.timestamp).limit(_PREVIEW_ROWS).toPandas()
         timings["validate_s"] = time.perf_counter() - started - timings["compute_s"]
-
         mark = time.perf_counter()
         actions = files.add_actions()
-        version = stores.offline.commit_files(
-            feature_set,
-            actions,
-            keys,
-            commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
-            rows_per_window=per_window,
-        )
-        committed = True
-        uri = stores.offline.table_uri(feature_set)
-        timings["offline_write_s"] = time.perf_counter() - mark
-    finally:
-        if not committed:
-            files.remove()
+    except BaseException:
+        files.remove()
+        raise
+    # Not inside the cleanup above: the commit may succeed and the window-log append after it
+    # fail, and then the files belong to the table. A commit that fails leaves them to vacuum.
+    version = stores.offline.commit_files(
+        feature_set,
+        actions,
+        keys,
+        commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
+        rows_per_window=per_window,
+    )
+    uri = stores.offline.table_uri(feature_set)
+    timings["offline_write_s"] = time.perf_counter() - mark
 
     return MaterializationResult(
         feature_set=feature_set,
@@ -155,13 +154,8 @@ def _write(feature_set: FeatureSet, rows: DataFrame, files: RunFiles) -> None:
 
 
 def staged_schema(feature_set: FeatureSet) -> T.StructType:
-    """The Spark schema of a run's rows as written: keys, ts, features, created, window key."""
-    fields = [T.StructField(e.name, spark_type(e.dtype)) for e in feature_set.entities]
-    fields.append(T.StructField(feature_set.timestamp, T.TimestampType()))
-    fields += [T.StructField(f.name, spark_type(f.dtype)) for f in feature_set.features]
-    fields.append(T.StructField(CREATED_COLUMN, T.TimestampType()))
-    fields.append(T.StructField(WINDOW_KEY_COLUMN, T.StringType()))
-    return T.StructType(fields)
+    """The Spark schema of a run's rows as written: the offline table's columns."""
+    return from_arrow_schema(offline_schema(feature_set))
 
 
 def _statistics(

@@ -18,7 +18,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction
 
-from feature_pipelines.delta_files import read_delta
+from feature_pipelines.delta_files import local_path, read_delta
 from feature_pipelines.dtypes import arrow_type
 from feature_pipelines.errors import OfflineStoreError, VersionConflictError
 from feature_pipelines.faults import OFFLINE_MID_WRITE, fault_point
@@ -245,8 +245,9 @@ class DeltaOfflineStore:
         for uri in (self.version_log_uri(name, version), self.version_uri(name, version)):
             if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
                 continue
-            if "://" not in uri or uri.startswith("file://"):
-                shutil.rmtree(uri.removeprefix("file://"))
+            path = local_path(uri)
+            if path is not None:
+                shutil.rmtree(path)
                 continue
             table = DeltaTable(uri, storage_options=self.storage_options or None)
             table.delete()

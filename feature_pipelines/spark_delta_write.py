@@ -9,8 +9,9 @@ bounded by the executors' storage, not by the driver's memory, and no second Spa
 the rows again.
 
 Files of a run that dies before its commit are in no Delta version, so readers never see them;
-locally they are removed at once, on object stores `vacuum` removes them once they are older
-than its retention.
+`RunFiles.remove` deletes them at once on a local disk (for a failure before the commit), and
+`vacuum` removes any left (object stores, killed runs, failed commits) once older than its
+retention.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -34,6 +35,8 @@ from deltalake.transaction import AddAction
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
+
+from feature_pipelines.delta_files import local_path
 
 RUN_FOLDER_PREFIX = "run-"
 # Hadoop settings for the write only: no `_SUCCESS` marker (no Delta reader wants it) and, on a
@@ -142,13 +145,6 @@ def write_table(spark: SparkSession, rows: DataFrame, uri: str, storage_options:
     return DeltaTable(uri, storage_options=storage_options).version()
 
 
-def local_path(uri: str) -> str | None:
-    """The folder of a local (or `file:`) URI; None for object-store URIs."""
-    if uri.startswith("file:"):
-        return unquote(urlparse(uri).path)
-    return None if "://" in uri else uri
-
-
 def _partition_values(relative: str) -> Iterator[tuple[str, str | None]]:
     """`window_key=2024-03-01-05%3A00/part-0.parquet` -> ("window_key", "2024-03-01-05:00"):
     Spark escapes partition values in folder names as Hive does (%XX)."""
@@ -163,21 +159,21 @@ def _statistics(footer: pq.FileMetaData) -> dict:
     top-level column nullCount and (when every row group has them) minValues / maxValues,
     written as delta-rs writes them (timestamps in UTC to the millisecond, NaN left out)."""
     stats: dict = {"numRecords": footer.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
-    schema = footer.schema.to_arrow_schema()
-    for index, field in enumerate(schema):
-        if footer.schema.column(index).path != field.name:  # nested: no Delta stats here
+    for index in range(footer.num_columns):  # Parquet's leaf columns
+        name = footer.schema.column(index).path
+        if "." in name:  # a leaf of a nested column: no Delta stats here
             continue
         columns = [footer.row_group(g).column(index).statistics for g in range(footer.num_row_groups)]
         if not columns or any(c is None for c in columns):
             continue
         if all(c.has_null_count for c in columns):
-            stats["nullCount"][field.name] = sum(c.null_count for c in columns)
+            stats["nullCount"][name] = sum(c.null_count for c in columns)
         bounded = [c for c in columns if c.has_min_max]
         if not bounded:
             continue
         lows, highs = [_json_value(c.min) for c in bounded], [_json_value(c.max) for c in bounded]
         if None not in lows and None not in highs:
-            stats["minValues"][field.name], stats["maxValues"][field.name] = min(lows), max(highs)
+            stats["minValues"][name], stats["maxValues"][name] = min(lows), max(highs)
     return stats
 
 

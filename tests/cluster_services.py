@@ -80,18 +80,6 @@ class PostgresServer:
     data_dir: Path
     log_file: Path
 
-    @property
-    def url(self) -> str:
-        """A libpq URL (psql, psycopg)."""
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
-
-    @property
-    def psycopg2_url(self) -> str:
-        """The URL for SQLAlchemy clients using psycopg2, such as dagster-postgres (whose
-        `postgres_url` goes to SQLAlchemy as is): SQLAlchemy 2.1 reads a bare `postgresql://`
-        as psycopg 3, which dagster-postgres does not install (it brings psycopg2-binary)."""
-        return self.url.replace("postgresql://", "postgresql+psycopg2://", 1)
-
 
 def find_postgres_bindir() -> Path:
     """The folder with PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`)."""
@@ -318,6 +306,20 @@ def _spark_class_command(spark_home: Path, env: dict[str, str], main_class: str,
     return command
 
 
+def _spark_env(spark_home: Path, local_dir: Path) -> dict[str, str]:
+    """This environment plus what every Spark daemon started here needs."""
+    core_jars = " ".join(jar.name for jar in (spark_home / "jars").glob("spark-core_*.jar"))
+    scala = re.search(r"spark-core_(\d+\.\d+)-", core_jars)
+    return {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "SPARK_LOCAL_IP": LOOPBACK,  # every service binds to loopback
+        "SPARK_LOCAL_DIRS": str(local_dir),  # shuffle and spill files
+        # The launcher insists on a Scala version outside a source build; the jars tell it.
+        "SPARK_SCALA_VERSION": scala.group(1) if scala else "2.13",
+    }
+
+
 def _start_in_own_group(
     command: Sequence[str], env: dict[str, str], log_file: Path, cwd: Path
 ) -> subprocess.Popen[bytes]:
@@ -403,19 +405,10 @@ def spark_standalone(
     master_log, worker_log = root / "spark-master.log", root / "spark-worker.log"
     port, web_ui_port, worker_port, worker_web_ui_port = free_ports(4)
 
-    core_jars = " ".join(jar.name for jar in (spark_home / "jars").glob("spark-core_*.jar"))
-    scala = re.search(r"spark-core_(\d+\.\d+)-", core_jars)
-    env = dict(os.environ)
-    env.update(
-        SPARK_HOME=str(spark_home),
-        SPARK_LOCAL_IP=LOOPBACK,  # every service binds to loopback
-        SPARK_LOCAL_DIRS=str(local_dir),  # executors' shuffle and spill files
-        # The launcher insists on a Scala version outside a source build; the jars tell it.
-        SPARK_SCALA_VERSION=scala.group(1) if scala else "2.13",
-        # Spark 4 also starts a REST submission server on the fixed port 6066 by default: off,
-        # so that clusters never collide.
-        SPARK_MASTER_OPTS=f"{env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false".strip(),
-    )
+    env = _spark_env(spark_home, local_dir)
+    # Spark 4 also starts a REST submission server on the fixed port 6066 by default: off, so
+    # that clusters never collide.
+    env["SPARK_MASTER_OPTS"] = f"{env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false".strip()
     master_command = _spark_class_command(
         spark_home, env, _MASTER_CLASS,
         ["--host", LOOPBACK, "--port", str(port), "--webui-port", str(web_ui_port)],
@@ -477,11 +470,8 @@ def spark_connect_server(
     log = root / "spark-connect.log"
     (port,) = free_ports(1)
     python = python or os.environ.get("PYSPARK_PYTHON", "python3")
-    core_jars = " ".join(jar.name for jar in (spark_home / "jars").glob("spark-core_*.jar"))
-    scala = re.search(r"spark-core_(\d+\.\d+)-", core_jars)
-    env = dict(os.environ)
-    env.update(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP=LOOPBACK, SPARK_LOCAL_DIRS=str(root / "local"),
-               SPARK_SCALA_VERSION=scala.group(1) if scala else "2.13", PYSPARK_PYTHON=python)
+    env = _spark_env(spark_home, root / "local")
+    env["PYSPARK_PYTHON"] = python
     confs = {
         "spark.connect.grpc.binding.address": LOOPBACK,
         "spark.connect.grpc.binding.port": str(port),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
@@ -18,7 +19,7 @@ from pyspark.sql import types as T
 
 from feature_pipelines.delta_files import read_delta
 from feature_pipelines.maintenance import maintain_table
-from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX, RunFiles, write_table
+from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX, RunFiles, _statistics, write_table
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -133,3 +134,13 @@ def test_upkeep_vacuums_replaced_files_and_their_empty_run_folders(spark, tmp_pa
     assert on_disk == referenced & on_disk  # no run folder is left without a referenced file
     assert all(any(f.is_file() for f in (Path(uri) / name).rglob("*")) for name in on_disk)
     assert len(on_disk) <= 1
+
+
+def test_statistics_skip_nested_columns_and_keep_the_ones_after_them(tmp_path: Path) -> None:
+    table = pa.table({"s": pa.array([{"x": 1, "y": "a"}, None]), "l": pa.array([[1, 2], [3]]),
+                      "b": pa.array([7, None]), "c": pa.array(["z", "q"])})
+    pq.write_table(table, tmp_path / "f.parquet")
+    assert _statistics(pq.read_metadata(tmp_path / "f.parquet")) == {
+        "numRecords": 2, "minValues": {"b": 7, "c": "q"}, "maxValues": {"b": 7, "c": "z"},
+        "nullCount": {"b": 1, "c": 0},
+    }

@@ -130,6 +130,26 @@ def test_transform_failure_leaves_table_at_previous_version(spark, sample_stores
         _FAILURE["mode"] = ""
 
 
+def test_failure_after_the_commit_keeps_the_committed_files(
+        spark, sample_stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window-log append comes after the data commit; if it fails, the files the new table
+    version references must stay (the run's cleanup covers only what was never committed)."""
+    spec = CATALOG.get("merchants")
+    window_keys = keys(spec, "2024-01-08", "2024-01-09")
+
+    def log_fails(*args, **kwargs) -> None:
+        raise OSError("window log unreachable")
+
+    monkeypatch.setattr(DeltaOfflineStore, "_log_windows", log_fails)
+    with pytest.raises(OSError, match="window log unreachable"):
+        materialize_windows(spark, spec, window_keys, sample_stores)
+    monkeypatch.undo()
+
+    assert DeltaTable(sample_stores.offline.table_uri(spec)).version() == 2  # the data commit happened
+    committed = sample_stores.offline.read(spec).to_pandas()  # every referenced file is still there
+    assert len(committed) > 0 and sorted(committed["window_key"].unique()) == window_keys
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 EVENTS_SOURCE = Source(

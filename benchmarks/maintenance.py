@@ -21,8 +21,8 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.maintenance import maintain_feature_set
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.stores.offline.upkeep import maintain_feature_set
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 
 SPEC = FeatureSet(
     name="bench", version=1, entities=[Entity("user_id")],

@@ -21,14 +21,14 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
-from feature_pipelines.delta_files import read_delta
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.resources import LOCAL_SPARK_NETWORK
-from feature_pipelines.materialize import SESSION_SETTINGS, Stores, materialize_windows
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.sample_data import SAMPLE_START, SampleSize, generate_sample_data
+from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.resources import LOCAL_SPARK_NETWORK
+from feature_pipelines.compute.materialize import SESSION_SETTINGS, Stores, materialize_windows
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.cli.sample_data import SAMPLE_START, SampleSize, generate_sample_data
 from feature_pipelines.settings import resolve_path
-from feature_pipelines.windows import windows_between
+from feature_pipelines.planning.windows import windows_between
 
 PROJECT = Path(__file__).resolve().parents[1]
 

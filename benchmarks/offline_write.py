@@ -38,11 +38,11 @@ from pyspark.sql import functions as F
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # tests.cluster_services starts the standalone cluster
 
-from feature_pipelines.materialize import SESSION_SETTINGS, Stores, materialize_windows  # noqa: E402
-from feature_pipelines.offline_store import DeltaOfflineStore  # noqa: E402
-from feature_pipelines.resources import LOCAL_SPARK_NETWORK  # noqa: E402
-from feature_pipelines.spark_delta_write import RunFiles  # noqa: E402
-from feature_pipelines.spec import CREATED_COLUMN, WINDOW_KEY_COLUMN, Entity, Feature, FeatureSet, Partitions, Source  # noqa: E402
+from feature_pipelines.compute.materialize import SESSION_SETTINGS, Stores, materialize_windows  # noqa: E402
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore  # noqa: E402
+from feature_pipelines.orchestration.resources import LOCAL_SPARK_NETWORK  # noqa: E402
+from feature_pipelines.stores.offline.executor_write import RunFiles  # noqa: E402
+from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, Entity, Feature, FeatureSet, Partitions, Source  # noqa: E402
 
 DAY = datetime(2024, 3, 2, tzinfo=timezone.utc)
 FEATURES = [f"f{i}" for i in range(1, 7)]

@@ -27,12 +27,12 @@ import pyarrow as pa
 import redis
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.catalog import Catalog, CatalogEntry
-from feature_pipelines.local_redis import LocalRedisServer
-from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
-from feature_pipelines.online_store import RedisOnlineStore
-from feature_pipelines.retrieval import FeatureStore
-from feature_pipelines.windows import windows_between
+from feature_pipelines.spec.catalog import Catalog, CatalogEntry
+from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.retrieval.feature_store import FeatureStore
+from feature_pipelines.planning.windows import windows_between
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 DAYS = 90
@@ -199,8 +199,8 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from feature_pipelines.observations import open_observation_files
-    from feature_pipelines.spark_observations import from_files
+    from feature_pipelines.retrieval.observations import open_observation_files
+    from feature_pipelines.retrieval.spark_observations import from_files
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "12g")

@@ -1,7 +1,7 @@
 """A feature store on Dagster: declare feature sets once; compute, backfill, serve and retrieve them."""
 
 from feature_pipelines.errors import FeatureStoreError
-from feature_pipelines.spec import (
+from feature_pipelines.spec.feature_set import (
     Aggregate,
     Entity,
     Expectation,

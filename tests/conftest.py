@@ -20,13 +20,13 @@ from dagster._core.instance.ref import InstanceRef
 from deltalake import write_deltalake
 from pyspark.sql import SparkSession
 
-from feature_pipelines.backfills import daemon_running
-from feature_pipelines.local_redis import LocalRedisServer
-from feature_pipelines.resources import LOCAL_SPARK_NETWORK
-from feature_pipelines.materialize import SESSION_SETTINGS, Stores
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_store import RedisOnlineStore
-from feature_pipelines.sample_data import SampleSize, generate_sample_data
+from feature_pipelines.orchestration.backfills import daemon_running
+from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from feature_pipelines.orchestration.resources import LOCAL_SPARK_NETWORK
+from feature_pipelines.compute.materialize import SESSION_SETTINGS, Stores
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.cli.sample_data import SampleSize, generate_sample_data
 from feature_pipelines.settings import Settings
 from tests.cluster_services import free_ports  # noqa: F401  (tests import it from here)
 

@@ -28,17 +28,17 @@ from dagster import (
 )
 from deltalake import DeltaTable, write_deltalake
 
-from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG, feature_set_assets
-from feature_pipelines.partitions import partitions_def
-from feature_pipelines.automation import failure_sensor, feature_set_schedule, source_run_requests, source_sensor
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.code_location import build_definitions, materialize_job_name
-from feature_pipelines.delta_files import read_delta
+from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG, feature_set_assets
+from feature_pipelines.orchestration.partitions import partitions_def
+from feature_pipelines.orchestration.automation import failure_sensor, feature_set_schedule, source_run_requests, source_sensor
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.code_location import build_definitions, materialize_job_name
+from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.errors import SpecError
-from feature_pipelines.resources import build_resources
-from feature_pipelines.notifier import FileNotifier, Notification, WebhookNotifier
+from feature_pipelines.orchestration.resources import build_resources
+from feature_pipelines.orchestration.notifier import FileNotifier, Notification, WebhookNotifier
 from feature_pipelines.settings import Settings
-from feature_pipelines.spec import Materialization
+from feature_pipelines.spec.feature_set import Materialization
 from tests.conftest import PROJECT_DIR
 
 UTC = timezone.utc

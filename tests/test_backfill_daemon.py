@@ -15,9 +15,9 @@ from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.dagster_run import RunsFilter
 from deltalake import DeltaTable
 
-from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
 from tests.conftest import BIN, PROJECT_DIR, dagster_env, running_daemon
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.cli import main as featurestore
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.errors import (
     CatalogError,
     SourceError,
@@ -24,7 +24,7 @@ from feature_pipelines.errors import (
     TransformOutputError,
     VersionConflictError,
 )
-from feature_pipelines.materialize import Stores, materialize_windows
+from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.settings import Settings
 from tests.conftest import dagster_env, write_source
 

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from dagster import DagsterInstance
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.cli import main as featurestore
-from feature_pipelines.code_location import build_definitions
-from feature_pipelines.runs import materialize_range
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.cli.commands import main as featurestore
+from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
 from tests.conftest import dagster_env
 

@@ -16,14 +16,14 @@ from dagster import AssetKey, DagsterEventType, build_run_status_sensor_context,
 from dagster._core.test_utils import freeze_time  # Dagster's own clock; Spark and Delta keep real time
 
 from feature_pipelines import Entity, Expectation, Feature, FeatureSet, Partitions, Quality, Source
-from feature_pipelines.assets import RANGE_END_TAG, RANGE_START_TAG
-from feature_pipelines.catalog import Catalog, CatalogEntry
-from feature_pipelines.automation import check_failure_sensor, failure_sensor
-from feature_pipelines.code_location import build_definitions, materialize_job_name
-from feature_pipelines.freshness import FRESHNESS_SENSOR, deadline_cron
-from feature_pipelines.notifier import FileNotifier
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
+from feature_pipelines.spec.catalog import Catalog, CatalogEntry
+from feature_pipelines.orchestration.automation import check_failure_sensor, failure_sensor
+from feature_pipelines.orchestration.code_location import build_definitions, materialize_job_name
+from feature_pipelines.orchestration.freshness import FRESHNESS_SENSOR, deadline_cron
+from feature_pipelines.orchestration.notifier import FileNotifier
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.settings import Settings
 from tests.conftest import write_source
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.delta_files import read_delta
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
 
 SPEC = FeatureSet(

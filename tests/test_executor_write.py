@@ -17,9 +17,9 @@ from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from feature_pipelines.delta_files import read_delta
-from feature_pipelines.maintenance import maintain_table
-from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX, RunFiles, _statistics, write_table
+from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.stores.offline.upkeep import maintain_table
+from feature_pipelines.stores.offline.executor_write import RUN_FOLDER_PREFIX, RunFiles, _statistics, write_table
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc

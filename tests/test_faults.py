@@ -21,15 +21,15 @@ import pytest
 import redis
 from dagster import DagsterEventType, DagsterInstance
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.code_location import build_definitions
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.code_location import build_definitions
 from feature_pipelines.faults import OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_publish import publish_windows
-from feature_pipelines.online_store import RedisOnlineStore
-from feature_pipelines.runs import materialize_range
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
-from feature_pipelines.spark_delta_write import RUN_FOLDER_PREFIX
+from feature_pipelines.stores.offline.executor_write import RUN_FOLDER_PREFIX
 from tests.conftest import PROJECT_DIR, dagster_env, free_ports, offline_frame, wait_for_redis
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) ->
     """Run `featurestore materialize ...` until it reaches `fault`, then SIGKILL it with its
     Spark JVM (the whole process group), as a crashed machine would."""
     env = {**env, "FEATURESTORE_FAULT": fault, "FEATURESTORE_FAULT_MARKER": str(marker)}
-    process = subprocess.Popen([sys.executable, "-m", "feature_pipelines.cli", "materialize", *args], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "feature_pipelines.cli.commands", "materialize", *args], env=env,
                                cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     while not marker.exists():

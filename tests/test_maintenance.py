@@ -13,10 +13,10 @@ from dagster import AssetKey, DagsterEventType, instance_for_test
 from deltalake import DeltaTable
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.catalog import Catalog, CatalogEntry
-from feature_pipelines.code_location import build_definitions
-from feature_pipelines.maintenance_job import MAINTENANCE_JOB
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.spec.catalog import Catalog, CatalogEntry
+from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.orchestration.maintenance_job import MAINTENANCE_JOB
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration

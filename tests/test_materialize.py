@@ -12,12 +12,12 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.catalog import load_catalog
+from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.errors import SourceError, TransformOutputError
-from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.online_publish import publish_windows
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.windows import windows_between
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.planning.windows import windows_between
 from tests.conftest import PROJECT_DIR, offline_frame, write_source
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import redis
 
 from feature_pipelines import Entity, Feature, FeatureSet, Source
 from feature_pipelines.errors import OnlineStoreError
-from feature_pipelines.local_redis import LocalRedisServer
-from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
 UTC = timezone.utc
 SOURCE = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64", "label": "string"})

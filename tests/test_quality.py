@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from feature_pipelines import Expectation, Quality
-from feature_pipelines.catalog import load_catalog
+from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.errors import SpecError
-from feature_pipelines.quality import WindowFeatureStats, expectation_checks, row_count_check
+from feature_pipelines.compute.quality import WindowFeatureStats, expectation_checks, row_count_check
 from tests.conftest import PROJECT_DIR
 
 ACCOUNTS = load_catalog(PROJECT_DIR / "feature_defs").get("accounts")

@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_publish import publish_windows
-from feature_pipelines.online_store import RedisOnlineStore
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from tests.conftest import free_ports, wait_for_redis
 
 pytestmark = [

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 import redis
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.delta_files import read_delta
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.errors import RetrievalError
-from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.online_publish import publish_windows
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.online_store import RedisOnlineStore
-from feature_pipelines.retrieval import FeatureStore
-from feature_pipelines.retrieval_spec import RetrievalSpec
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.retrieval.feature_store import FeatureStore
+from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 from feature_pipelines.settings import Settings
-from feature_pipelines.windows import windows_between
+from feature_pipelines.planning.windows import windows_between
 from tests.conftest import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
@@ -218,8 +218,8 @@ def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> Settin
 def test_training_dataset_job_records_a_versioned_materialization(store: FeatureStore, tmp_path: Path, redis_server) -> None:
     from dagster import AssetKey, instance_for_test
 
-    from feature_pipelines.code_location import build_definitions
-    from feature_pipelines.runs import run_job
+    from feature_pipelines.orchestration.code_location import build_definitions
+    from feature_pipelines.orchestration.runs import run_job
 
     observations = tmp_path / "obs.parquet"
     pd.DataFrame({
@@ -272,8 +272,8 @@ def test_training_dataset_job_runs_from_dagster_cli(store: FeatureStore, tmp_pat
 def test_inference_dataset_job_equals_the_api(store: FeatureStore, tmp_path: Path, redis_server) -> None:
     from dagster import instance_for_test
 
-    from feature_pipelines.code_location import build_definitions
-    from feature_pipelines.runs import run_job
+    from feature_pipelines.orchestration.code_location import build_definitions
+    from feature_pipelines.orchestration.runs import run_job
 
     entities = pd.DataFrame({"account_id": ["a000001", "a000005"], "merchant_id": ["m00001", "m00002"]})
     entities.to_parquet(tmp_path / "entities.parquet")

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
-from feature_pipelines.catalog import Catalog, CatalogEntry
-from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
-from feature_pipelines.retrieval import FeatureStore
-from feature_pipelines.windows import window_containing, windows_between
+from feature_pipelines.spec.catalog import Catalog, CatalogEntry
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
+from feature_pipelines.retrieval.feature_store import FeatureStore
+from feature_pipelines.planning.windows import window_containing, windows_between
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from feature_pipelines import Aggregate, Entity, FeatureSet, Partitions, Source
-from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.windows import windows_between
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.planning.windows import windows_between
 from tests.conftest import offline_frame, write_source
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,11 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.instance.ref import InstanceRef
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.offline_store import DeltaOfflineStore
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
-from feature_pipelines.windows import windows_between
+from feature_pipelines.planning.windows import windows_between
 from tests.cluster_services import PostgresServer, postgres_server, spark_connect_server, spark_standalone
 from tests.conftest import BIN, PROJECT_DIR, dagster_env, offline_frame, running_daemon
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Materialization, Partitions, Quality, Source
-from feature_pipelines.catalog import load_catalog
+from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.errors import CatalogError, SpecError
 
 SOURCE = Source(

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.code_location import build_definitions
-from feature_pipelines.runs import materialize_range
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
 from tests.conftest import PROJECT_DIR, dagster_env, free_ports
 

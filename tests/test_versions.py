@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from feature_pipelines import Aggregate, Entity, FeatureSet, Partitions, Source
-from feature_pipelines.cli import main as featurestore
+from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.errors import VersionConflictError
-from feature_pipelines.fingerprint import _code_of, fingerprint
-from feature_pipelines.materialize import Stores, materialize_windows
-from feature_pipelines.online_publish import publish_windows
+from feature_pipelines.spec.fingerprint import _code_of, fingerprint
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.settings import Settings
 from tests.conftest import offline_frame, write_source
 
@@ -162,8 +162,8 @@ def test_unpinned_table_with_other_columns_is_refused_and_not_pinned(tmp_path: P
     from deltalake import DeltaTable, write_deltalake
 
     from feature_pipelines.errors import OfflineStoreError
-    from feature_pipelines.fingerprint import FINGERPRINT_PROPERTY
-    from feature_pipelines.offline_store import DeltaOfflineStore, offline_schema
+    from feature_pipelines.spec.fingerprint import FINGERPRINT_PROPERTY
+    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
 
     store = DeltaOfflineStore(str(tmp_path / "offline"))
     legacy = offline_schema(SPEND).remove(offline_schema(SPEND).get_field_index("amount_sum_2d"))

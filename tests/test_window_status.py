@@ -13,13 +13,13 @@ import pytest
 from dagster import instance_for_test
 from deltalake import DeltaTable, write_deltalake
 
-from feature_pipelines.catalog import load_catalog
-from feature_pipelines.code_location import build_definitions
-from feature_pipelines.delta_files import read_delta
-from feature_pipelines.offline_store import DeltaOfflineStore
-from feature_pipelines.runs import materialize_range
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
-from feature_pipelines.window_status import window_statuses
+from feature_pipelines.planning.window_status import window_statuses
 from tests.conftest import PROJECT_DIR
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.errors import WindowError
-from feature_pipelines.windows import contiguous_ranges, source_range, window_for_key, windows_between
+from feature_pipelines.planning.windows import contiguous_ranges, source_range, window_for_key, windows_between
 
 UTC = timezone.utc
 SOURCE = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64"})

@@ -1,0 +1,92 @@
+"""Data-quality rules evaluated on a run's windows: row-count band and per-feature expectations.
+
+Pure functions over per-window statistics, so the same rules serve the asset checks, the CLI
+and the tests. Each returns a `CheckOutcome` with the windows that broke the rule.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from feature_pipelines.spec.feature_set import FeatureSet
+
+
+@dataclass(frozen=True)
+class WindowFeatureStats:
+    """One feature over some rows (a window, or a whole run)."""
+
+    count: int
+    nulls: int
+    minimum: Any
+    maximum: Any
+    mean: float | None = None  # numeric features only
+    distinct: int | None = None  # an estimate (HyperLogLog++)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    failing_windows: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def row_count_check(feature_set: FeatureSet, rows: dict[str, int], history: dict[str, int]) -> CheckOutcome:
+    """Every window's rows within the band around the median of the windows materialized before it.
+
+    `rows` are this run's windows; `history` the row counts of windows already in the store. A
+    window is judged once `reference_windows` earlier windows exist; with `row_count_band=None`
+    the rule is off.
+    """
+    band = feature_set.quality.row_count_band
+    if band is None:
+        return CheckOutcome(True, "row-count band not declared (quality.row_count_band=None)")
+    low, high = band
+    n = feature_set.quality.reference_windows
+    known = dict(history)
+    failing, details = [], {}
+    for key in sorted(rows):
+        earlier = [known[k] for k in sorted(known) if k < key][-n:]
+        if len(earlier) < n:
+            details[key] = f"{rows[key]} rows (not judged: {len(earlier)} earlier window(s), needs {n})"
+        else:
+            reference = statistics.median(earlier)
+            lo, hi = low * reference, high * reference
+            details[key] = f"{rows[key]} rows, expected {lo:g}..{hi:g} (median of {n} earlier: {reference:g})"
+            if not lo <= rows[key] <= hi:
+                failing.append(key)
+        known[key] = rows[key]  # later windows of the same run compare against this one too
+    if failing:
+        return CheckOutcome(False, f"row count out of band in {len(failing)} window(s): "
+                            + "; ".join(f"{k}: {details[k]}" for k in failing), failing, details)
+    return CheckOutcome(True, f"row counts within {low:g}x..{high:g}x of recent windows", [], details)
+
+
+def expectation_checks(
+    feature_set: FeatureSet, stats: dict[str, dict[str, WindowFeatureStats]]
+) -> dict[str, CheckOutcome]:
+    """One outcome per feature with an expectation; `stats` is window -> feature -> stats."""
+    outcomes = {}
+    for feature, expectation in feature_set.quality.expectations.items():
+        failing, problems = [], []
+        for key in sorted(stats):
+            s = stats[key][feature]
+            reasons = []
+            if expectation.max_null_rate is not None and s.count:
+                rate = s.nulls / s.count
+                if rate > expectation.max_null_rate:
+                    reasons.append(f"null rate {rate:.1%} > {expectation.max_null_rate:.1%}")
+            if expectation.min is not None and s.minimum is not None and s.minimum < expectation.min:
+                reasons.append(f"min {s.minimum} < {expectation.min}")
+            if expectation.max is not None and s.maximum is not None and s.maximum > expectation.max:
+                reasons.append(f"max {s.maximum} > {expectation.max}")
+            if reasons:
+                failing.append(key)
+                problems.append(f"{key}: {', '.join(reasons)}")
+        if failing:
+            outcomes[feature] = CheckOutcome(False, f"{feature}: " + "; ".join(problems), failing)
+        else:
+            outcomes[feature] = CheckOutcome(True, f"{feature}: every window meets its expectation")
+    return outcomes

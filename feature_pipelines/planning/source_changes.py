@@ -1,0 +1,90 @@
+"""What a source holds and what changed in it, from the Delta log alone (no rows are read).
+
+Used to refuse backfills of windows the source has not reached, to mark windows stale when
+source files changed after they were materialized, and by the source sensor to find the
+windows a new source version affects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from feature_pipelines.errors import SourceError
+from feature_pipelines.settings import resolve_path
+from feature_pipelines.spec.feature_set import FeatureSet, Source
+from feature_pipelines.planning.windows import Window, window_containing
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    modified: datetime
+    earliest: datetime | None  # event time statistics; None when the file has none
+    latest: datetime | None
+
+
+def open_source(source: Source, root: str, storage_options: dict[str, str] | None = None) -> DeltaTable:
+    uri = resolve_path(root, source.path)
+    if source.format != "delta" or not DeltaTable.is_deltatable(uri, storage_options=storage_options or None):
+        raise SourceError(
+            f"source {source.name!r}: no Delta table at {uri}; backfill checks and the source sensor read the "
+            "Delta log (check Source.path and FEATURESTORE_SOURCE_ROOT)."
+        )
+    return DeltaTable(uri, storage_options=storage_options or None)
+
+
+def source_files(table: DeltaTable, source: Source) -> list[SourceFile]:
+    """The files of the table's current version with their modification time and event-time range."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    count = actions.num_rows
+    paths = actions.column("path").to_pylist()
+    modified = actions.column("modification_time").to_pylist()
+    lows = _stats(actions, f"min.{source.timestamp}", count)
+    highs = _stats(actions, f"max.{source.timestamp}", count)
+    return [SourceFile(p, _utc(m), _utc(lo), _utc(hi)) for p, m, lo, hi in zip(paths, modified, lows, highs)]
+
+
+def latest_event(files: list[SourceFile]) -> datetime | None:
+    """The newest event time the source's statistics show; None if it has no rows or no statistics."""
+    highs = [f.latest for f in files if f.latest is not None]
+    return max(highs) if highs else None
+
+
+def affected_windows(feature_set: FeatureSet, files: list[SourceFile], now: datetime) -> list[str]:
+    """Complete windows whose source range `[start - source_lookback, end)` overlaps any of `files`."""
+    keys: set[str] = set()
+    first_start = feature_set.partitions.start
+    for file in files:
+        if file.earliest is None or file.latest is None:
+            low, high = first_start, now  # no statistics: any complete window may read the file
+        else:
+            low, high = file.earliest, file.latest + feature_set.lookback
+        window: Window = window_containing(feature_set, max(low, first_start))
+        while window.start <= high and window.end <= now:
+            keys.add(window.key)
+            window = window_containing(feature_set, window.end)
+    return sorted(keys)
+
+
+def files_changed_after(files: list[SourceFile], moment: datetime) -> list[SourceFile]:
+    return [f for f in files if f.modified > moment]
+
+
+def _stats(actions: pa.Table, name: str, count: int) -> list:
+    if name in actions.column_names:
+        return actions.column(name).to_pylist()
+    return [None] * count
+
+
+def _utc(value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):  # milliseconds since the epoch
+        return _EPOCH + timedelta(milliseconds=value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

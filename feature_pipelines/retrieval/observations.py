@@ -1,0 +1,137 @@
+"""Observation frames for point-in-time retrieval: load them and check them before any join."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from feature_pipelines.stores.offline.delta_files import UNSUPPORTED_READER_FEATURES, data_files, read_delta
+from feature_pipelines.errors import RetrievalError
+from feature_pipelines.spec.retrieval_spec import FeatureSelection
+
+
+@dataclass(frozen=True)
+class ObservationFiles:
+    """Observations stored as a Delta table or Parquet file/folder, known from metadata alone."""
+
+    path: str
+    files: list[str]
+    schema: pa.Schema
+    rows: int
+    base_path: str | None
+
+    def load(self) -> pd.DataFrame:
+        if self.base_path is None and len(self.files) == 1 and not self.path.endswith("/"):
+            return pq.read_table(self.files[0]).to_pandas()
+        if DeltaTable.is_deltatable(self.path):
+            return read_delta(DeltaTable(self.path)).to_pandas()
+        return ds.dataset(self.path, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def open_observation_files(path: str | Path) -> ObservationFiles:
+    """Schema, size and files of stored observations, without reading their rows."""
+    path = str(path)
+    local = Path(path)
+    if ("://" in path or (local / "_delta_log").is_dir()) and DeltaTable.is_deltatable(path):
+        table = DeltaTable(path)
+        unsupported = set(table.protocol().reader_features or []) & UNSUPPORTED_READER_FEATURES
+        if unsupported:
+            raise RetrievalError(
+                f"observations {path!r}: Delta reader features {sorted(unsupported)} are not supported; "
+                "rewrite the table without them or pass a DataFrame."
+            )
+        actions = pa.table(table.get_add_actions(flatten=True))
+        rows = int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+        base = path if table.metadata().partition_columns else None
+        return ObservationFiles(path, data_files(table), pa.schema(table.schema().to_arrow()), rows, base)
+    if not local.exists() and "://" not in path:
+        raise RetrievalError(f"observations {path!r} is neither a Delta table nor a Parquet file or folder.")
+    try:
+        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        rows = dataset.count_rows()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RetrievalError(f"observations {path!r} cannot be read as Parquet: {exc}") from exc
+    base = path if local.is_dir() else None
+    return ObservationFiles(path, sorted(dataset.files), dataset.schema, rows, base)
+
+
+def load_observations(observations: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """A pandas frame from a frame, a Delta table or a Parquet file/folder."""
+    if isinstance(observations, pd.DataFrame):
+        return observations
+    return open_observation_files(observations).load()
+
+
+def check_observation_schema(schema: pa.Schema, timestamp_column: str, selections: list[FeatureSelection]) -> None:
+    """Raise a RetrievalError for columns that make the join ill-defined."""
+    names = schema.names
+    if timestamp_column not in names:
+        raise RetrievalError(
+            f"observations have no timestamp column {timestamp_column!r} (columns: {names}); "
+            "pass timestamp_column=... naming it."
+        )
+    field = schema.field(timestamp_column)
+    t_type = field.type
+    if not pa.types.is_timestamp(t_type):
+        described = (field.metadata or {}).get(b"dtype", str(t_type).encode()).decode()
+        raise RetrievalError(
+            f"observation column {timestamp_column!r} has type {described}, not timestamps; convert it with "
+            "pd.to_datetime(..., utc=True)."
+        )
+    if t_type.tz is None:
+        raise RetrievalError(
+            f"observation column {timestamp_column!r} holds naive timestamps (no time zone); make them "
+            "UTC-aware, e.g. frame[col] = frame[col].dt.tz_localize('UTC') if they are UTC."
+        )
+    for selection in selections:
+        missing = [k for k in selection.feature_set.entity_names if k not in names]
+        if missing:
+            raise RetrievalError(
+                f"observations lack entity key column(s) {missing} of feature set {selection.feature_set.key}; "
+                f"observation columns are {names}."
+            )
+        clash = [c for c in selection.columns if c in names]
+        if clash:
+            raise RetrievalError(
+                f"observation column(s) {clash} have the same name as requested features of "
+                f"{selection.feature_set.key}; rename them or request full names (full_names=True)."
+            )
+
+
+def null_timestamps_error(timestamp_column: str, count: int, first_row: int | None = None) -> RetrievalError:
+    where = f" (first at row {first_row})" if first_row is not None else ""
+    return RetrievalError(
+        f"observation column {timestamp_column!r} has {count} null timestamps{where}; drop or fill them."
+    )
+
+
+def check_observations(frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection]) -> pd.Series:
+    """Raise a RetrievalError for anything that makes the join ill-defined; return `t` in UTC."""
+    check_observation_schema(_schema_of(frame), timestamp_column, selections)
+    t = frame[timestamp_column]
+    if t.isna().any():
+        raise null_timestamps_error(timestamp_column, int(t.isna().sum()), int(t.isna().to_numpy().argmax()))
+    return t.dt.tz_convert("UTC")
+
+
+def _schema_of(frame: pd.DataFrame) -> pa.Schema:
+    """Column names and types (timestamps with their zone), without converting any data; other
+    columns keep their pandas dtype name as field metadata, for error messages."""
+    fields = []
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            data_type = pa.timestamp(dtype.unit, tz=str(dtype.tz))
+        elif pd.api.types.is_datetime64_dtype(dtype):
+            data_type = pa.timestamp("ns")
+        else:
+            data_type = pa.null()
+        fields.append(pa.field(str(name), data_type, metadata={"dtype": str(dtype)}))
+    return pa.schema(fields)

@@ -1,0 +1,236 @@
+"""The online store: the latest feature values per entity, in Redis.
+
+Each entity of a feature set version is one string key, `fs:<name>:v<version>:{<keys>}`,
+whose value starts with a fixed-width `ts` in microseconds (layout: `online_codec.py`).
+A Lua script compares the stored and new `ts` and writes only when the new one is greater
+or equal, so "newer wins" holds atomically inside Redis however publishes interleave.
+
+The entity part is a Redis Cluster hash tag: every feature set's value of one entity lives in
+the same slot, so a lookup of one entity across feature sets touches one node. On a cluster,
+writes run the script once per slot (pipelined per node) and reads use slot-split MGETs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import redis
+
+from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.stores.online.connection import connect, is_cluster
+from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
+from feature_pipelines.stores.online.codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
+from feature_pipelines.spec.feature_set import FeatureSet
+
+_KEY_SEPARATOR = "\x1f"
+_CHUNK = 500
+
+_NEWER_WINS = """
+local written = 0
+for i, key in ipairs(KEYS) do
+  local new = ARGV[i]
+  local current = redis.call('GET', key)
+  if (not current) or string.sub(current, 1, %d) <= string.sub(new, 1, %d) then
+    redis.call('SET', key, new)
+    written = written + 1
+  end
+end
+return written
+""" % (TS_WIDTH, TS_WIDTH)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    rows: int
+    written: int
+    repaired: tuple[str, ...] = ()  # windows published that the run did not ask for (see publish_windows)
+
+    @property
+    def kept_newer(self) -> int:
+        """Rows not written because Redis already held a newer (or equal-time newer) value."""
+        return self.rows - self.written
+
+
+@dataclass(frozen=True)
+class OnlineValue:
+    ts: datetime
+    features: dict[str, Any]
+
+
+def namespace(name: str, version: int) -> str:
+    """The key prefix of a feature set version: its own online namespace."""
+    return f"fs:{name}:v{version}:"
+
+
+def published_key(name: str, version: int) -> str:
+    """The set of window keys published for a version (outside its namespace: not a value)."""
+    return f"fsmeta:{name}:v{version}:published-windows"
+
+
+class RedisOnlineStore:
+    """Publish and read the latest feature values of feature set versions."""
+
+    def __init__(self, client: redis.Redis, url: str = ""):
+        self._client = client
+        self._url = url
+        self._cluster = is_cluster(client)
+        self._script = None if self._cluster else client.register_script(_NEWER_WINS)
+        self._codecs: dict[str, RowCodec] = {}
+
+    @classmethod
+    def from_url(cls, url: str, socket_timeout: float | None = None) -> "RedisOnlineStore":
+        """A store on a Redis server, Cluster or Sentinel master (URL forms: `redis_connect`)."""
+        return cls(connect(url, socket_timeout=socket_timeout), url)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def key(self, feature_set: FeatureSet, entity: Sequence[Any]) -> str:
+        return self.keys(feature_set, [entity])[0]
+
+    def keys(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[str]:
+        """The Redis keys of many entities (the hot path of online reads, hence no per-key calls)."""
+        prefix = namespace(feature_set.name, feature_set.version)
+        if len(feature_set.entity_names) == 1:
+            return [f"{prefix}{{{entity[0]}}}" for entity in entities]
+        return [f"{prefix}{{{_KEY_SEPARATOR.join(map(str, entity))}}}" for entity in entities]
+
+    def publish(self, feature_set: FeatureSet, batches: Iterable[pa.RecordBatch]) -> PublishResult:
+        """Write each row (keys, ts, features) unless Redis holds a newer value for its entity."""
+        keys_cols, ts_col = feature_set.entity_names, feature_set.timestamp
+        codec = self.codec(feature_set)
+        rows = written = 0
+        keys: list[str] = []
+        values: list[bytes] = []
+        for batch in batches:
+            for record in batch.to_pylist():
+                keys.append(self.key(feature_set, [record[k] for k in keys_cols]))
+                values.append(codec.encode(record[ts_col], record))
+                if len(keys) >= _CHUNK:
+                    written += self._write(feature_set, keys, values)
+                    rows += len(keys)
+                    keys, values = [], []
+        if keys:
+            written += self._write(feature_set, keys, values)
+            rows += len(keys)
+        return PublishResult(rows=rows, written=written)
+
+    def published_windows(self, feature_set: FeatureSet) -> set[str]:
+        """Windows recorded as published. Lost with the values if Redis loses its data, so a
+        Redis that comes back empty gets every window again from the next publish."""
+        try:
+            members = self._client.smembers(published_key(feature_set.name, feature_set.version))
+        except redis.RedisError as exc:
+            raise self._error(feature_set, exc) from exc
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    def mark_published(self, feature_set: FeatureSet, window_keys: Sequence[str]) -> None:
+        if not window_keys:
+            return
+        try:
+            self._client.sadd(published_key(feature_set.name, feature_set.version), *window_keys)
+        except redis.RedisError as exc:
+            raise self._error(feature_set, exc) from exc
+
+    def _error(self, feature_set: FeatureSet, exc: Exception) -> OnlineStoreError:
+        return OnlineStoreError(
+            f"feature set {feature_set.key}: publishing to Redis {self._url or ''} failed: {exc}. "
+            "The offline store is written; re-run the window to publish it once Redis is reachable."
+        )
+
+    def _read_error(self, exc: Exception) -> OnlineStoreError:
+        return OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).")
+
+    def codec(self, feature_set: FeatureSet) -> RowCodec:
+        codec = self._codecs.get(feature_set.key)
+        if codec is None:
+            codec = self._codecs[feature_set.key] = RowCodec(feature_set)
+        return codec
+
+    def _write(self, feature_set: FeatureSet, keys: list[str], values: list[bytes]) -> int:
+        fault_point(ONLINE_MID_PUBLISH)
+        try:
+            if not self._cluster:
+                return int(self._script(keys=keys, args=values))
+            # A script may only touch keys of one slot: one call per slot, pipelined per node.
+            by_slot: dict[int, tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
+            for key, value in zip(keys, values):
+                slot_keys, slot_values = by_slot[self._client.keyslot(key)]
+                slot_keys.append(key)
+                slot_values.append(value)
+            pipeline = self._client.pipeline()
+            for slot_keys, slot_values in by_slot.values():
+                pipeline.execute_command("EVAL", _NEWER_WINS, len(slot_keys), *slot_keys, *slot_values)
+            return sum(int(n) for n in pipeline.execute())
+        except redis.RedisError as exc:
+            raise self._error(feature_set, exc) from exc
+
+    def read(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[OnlineValue | None]:
+        """The stored value of each entity, in order; None where nothing is stored."""
+        decoded = self.read_many([(feature_set, entities)])[0]
+        names = list(decoded.columns)
+        return [
+            None if ts < 0 else OnlineValue(micros_to_datetime(int(ts)), {n: decoded.columns[n][i] for n in names})
+            for i, ts in enumerate(decoded.ts_micros)
+        ]
+
+    def read_many(self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]) -> list[DecodedValues]:
+        """Several feature sets' values in one round trip (one pipelined MGET per set); on a
+        cluster, one slot-split MGET per set."""
+        if self._cluster:
+            try:
+                replies = [self._client.mget_nonatomic(self.keys(fs, entities)) if entities else []
+                           for fs, entities in requests]
+            except redis.RedisError as exc:
+                raise self._read_error(exc) from exc
+            return [self.codec(fs).decode_many(list(reply)) for (fs, _), reply in zip(requests, replies)]
+        pipeline = self._client.pipeline(transaction=False)
+        for feature_set, entities in requests:
+            if entities:
+                pipeline.mget(self.keys(feature_set, entities))
+            else:
+                pipeline.echo("")  # keeps replies aligned with requests
+        try:
+            replies = pipeline.execute()
+        except redis.RedisError as exc:
+            raise self._read_error(exc) from exc
+        return [
+            self.codec(feature_set).decode_many(list(reply) if entities else [])
+            for (feature_set, entities), reply in zip(requests, replies)
+        ]
+
+    def count(self, feature_set: FeatureSet) -> int:
+        """How many entities hold a value (scans the namespace: for tests and summaries)."""
+        return self.count_version(feature_set.name, feature_set.version)
+
+    def count_version(self, name: str, version: int) -> int:
+        pattern = namespace(name, version) + "*"
+        return sum(1 for _ in self._client.scan_iter(match=pattern, count=1000))
+
+    def delete_version(self, name: str, version: int) -> int:
+        """Delete every value of a feature set version; return how many keys were deleted."""
+        deleted = 0
+        batch: list[bytes] = []
+        try:
+            for key in self._client.scan_iter(match=namespace(name, version) + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+            self._client.unlink(published_key(name, version))
+        except redis.RedisError as exc:
+            raise OnlineStoreError(f"deleting {name} v{version} from Redis {self._url} failed after {deleted} keys: "
+                                   f"{exc}. Re-run the command once Redis is reachable.") from exc
+        return deleted

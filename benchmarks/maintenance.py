@@ -59,8 +59,8 @@ def measure(store: DeltaOfflineStore, last_key: str) -> dict[str, float]:
     return {
         "open table": timed(lambda: DeltaTable(uri)),
         "window log": timed(lambda: store.materialized_windows(SPEC)),
-        "one window": timed(lambda: store.read(SPEC, [last_key])),
-        "all rows": timed(lambda: store.read(SPEC)),
+        "one window": timed(lambda: store.open(SPEC).read([last_key])),
+        "all rows": timed(lambda: store.open(SPEC).read()),
     }
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     for day in range(args.windows):
         key, batch = window(day, args.rows, rng)
         for _ in range(2):  # the scheduled run, then a re-run for late data
-            store.replace_windows(SPEC, [batch], [key], rows_per_window={key: args.rows})
+            store.open(SPEC).replace_windows([batch], [key], rows_per_window={key: args.rows})
         if day + 1 in args.checkpoints:
             marks[day + 1] = measure(store, key)
     print(f"written in {time.perf_counter() - started:.1f}s")

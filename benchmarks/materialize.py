@@ -23,8 +23,8 @@ from pyspark.sql import SparkSession
 
 from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.spec.catalog import load_catalog
-from feature_pipelines.orchestration.resources import LOCAL_SPARK_NETWORK
-from feature_pipelines.compute.materialize import SESSION_SETTINGS, Stores, materialize_windows
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.compute.spark_session import LOCAL_SPARK_NETWORK, SESSION_SETTINGS
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.cli.sample_data import SAMPLE_START, SampleSize, generate_sample_data
 from feature_pipelines.settings import resolve_path

@@ -38,9 +38,9 @@ from pyspark.sql import functions as F
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # tests.cluster_services starts the standalone cluster
 
-from feature_pipelines.compute.materialize import SESSION_SETTINGS, Stores, materialize_windows  # noqa: E402
+from feature_pipelines.compute.materialize import Stores, materialize_windows  # noqa: E402
+from feature_pipelines.compute.spark_session import LOCAL_SPARK_NETWORK, SESSION_SETTINGS  # noqa: E402
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore  # noqa: E402
-from feature_pipelines.orchestration.resources import LOCAL_SPARK_NETWORK  # noqa: E402
 from feature_pipelines.stores.offline.executor_write import RunFiles  # noqa: E402
 from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, Entity, Feature, FeatureSet, Partitions, Source  # noqa: E402
 
@@ -101,13 +101,13 @@ def run_local(args: argparse.Namespace, workdir: Path) -> None:
         def executor_path() -> None:
             files = RunFiles.new(executor_store.table_uri(spec))
             files.write(frame, [WINDOW_KEY_COLUMN])
-            executor_store.commit_files(spec, files.add_actions(), [key])
+            executor_store.open(spec).commit_files(files.add_actions(), [key])
 
         def arrow_writer() -> None:
             stage = workdir / "staging"
             frame.write.mode("overwrite").parquet(str(stage))
             batches = pads.dataset(str(stage), format="parquet").to_batches(batch_size=64_000)
-            arrow_store.replace_windows(spec, batches, [key])
+            arrow_store.open(spec).replace_windows(batches, [key])
             shutil.rmtree(stage)
 
         executor_path(), arrow_writer()  # warm-up (JIT, planning), and both tables exist
@@ -115,7 +115,7 @@ def run_local(args: argparse.Namespace, workdir: Path) -> None:
         for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both
             executor_s.append(timed(executor_path))
             arrow_s.append(timed(arrow_writer))
-        a, b = executor_store.read(spec), arrow_store.read(spec)
+        a, b = executor_store.open(spec).read(), arrow_store.open(spec).read()
         assert a.num_rows == b.num_rows == rows, (a.num_rows, b.num_rows, rows)
         size = sum(f.stat().st_size for f in Path(executor_store.table_uri(spec)).rglob("*.parquet")) / args.repeat / 2**20
         e, r = statistics.median(executor_s), statistics.median(arrow_s)
@@ -161,7 +161,7 @@ def run_cluster(args: argparse.Namespace, workdir: Path) -> None:
         print(f"source: {rows:,} rows written by the executors in {time.perf_counter() - started:.1f}s")
         stores = Stores(str(sources), DeltaOfflineStore(str(workdir / "offline")), None)
         result = materialize_windows(spark, spec, [DAY.strftime("%Y-%m-%d")], stores, run_id="bench")
-        window = stores.offline.table(spec)
+        window = stores.offline.open(spec).delta
         parquet_mb = sum(f.stat().st_size for f in Path(stores.offline.table_uri(spec)).rglob("*.parquet")) / 2**20
         # Arrow's in-memory size of the window's rows: 8 bytes per value in every fixed-width column.
         columns = 2 + len(FEATURES) + 1  # user_id, event_time, features, created

@@ -76,7 +76,7 @@ def write_feature_rows(
     frame["created"] = pd.Timestamp(NOW)
     table = pa.Table.from_pandas(frame, preserve_index=False).cast(offline_schema(fs))
     keys = [w.key for w in windows_between(fs, "2024-01-01", (START + timedelta(days=DAYS - 1)).strftime("%Y-%m-%d"))]
-    store.replace_windows(fs, table.to_batches(max_chunksize=200_000), keys)
+    store.open(fs).replace_windows(table.to_batches(max_chunksize=200_000), keys)
     return table
 
 
@@ -99,7 +99,7 @@ def pandas_reference(store: DeltaOfflineStore, obs: pd.DataFrame) -> pd.DataFram
     """merge_asof by hand, one feature set at a time, with the delay and lookback applied."""
     out = obs.reset_index().rename(columns={"index": "__row"})
     for fs in SETS:
-        rows = store.read(fs).select(["entity_id", "ts", *fs.feature_names]).to_pandas()
+        rows = store.open(fs).read().select(["entity_id", "ts", *fs.feature_names]).to_pandas()
         rows["ts"] = rows["ts"].astype("datetime64[ns, UTC]")
         left = out.assign(__cut=out["event_timestamp"] - fs.delay).sort_values("__cut")
         merged = pd.merge_asof(left, rows.sort_values("ts"), left_on="__cut", right_on="ts", by="entity_id",
@@ -116,7 +116,7 @@ def duckdb_reference(store: DeltaOfflineStore, obs: pd.DataFrame) -> pd.DataFram
     con.register("obs", pa.Table.from_pandas(obs.reset_index(drop=True).assign(__row=np.arange(len(obs)))))
     current = "obs"
     for i, fs in enumerate(SETS):
-        con.register(f"f{i}", store.read(fs).select(["entity_id", "ts", *fs.feature_names]))
+        con.register(f"f{i}", store.open(fs).read().select(["entity_id", "ts", *fs.feature_names]))
         delay = f"INTERVAL {int(fs.delay.total_seconds())} SECOND"
         keep = (f"f.ts >= o.event_timestamp - INTERVAL {int(fs.ttl.total_seconds())} SECOND" if fs.ttl else "TRUE")
         cols = ", ".join(f"CASE WHEN {keep} THEN f.{n} END AS {n}" for n in fs.feature_names)
@@ -200,6 +200,8 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
     from pyspark.sql import functions as F
 
     from feature_pipelines.retrieval.observations import open_observation_files
+    from feature_pipelines.retrieval.spans import feature_spans
+    from feature_pipelines.retrieval.spark_engine import SparkJoin
     from feature_pipelines.retrieval.spark_observations import from_files
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -220,8 +222,9 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
         stored = open_observation_files(path)
         t_min, t_max = obs.event_timestamp.min().to_pydatetime(), obs.event_timestamp.max().to_pydatetime()
         api.get_offline_features(obs.head(1000), spec, engine="spark", now=NOW)  # warm-up
-        ours_s, _ = timed(lambda: run_to_noop(api.spark_join(
-            from_files(spark, stored, "event_timestamp"), selections, t_min, t_max, broadcast_matches=True)))
+        ours_s, _ = timed(lambda: run_to_noop(SparkJoin(spark).asof_join(
+            from_files(spark, stored, "event_timestamp"), feature_spans(spark_store, selections, (t_min, t_max)),
+            broadcast_matches=True)))
 
         def naive() -> None:
             run_to_noop(naive_spark(spark, spark_store, spark.read.parquet(str(path))

@@ -66,7 +66,7 @@ def describe(
     catalog: Catalog,
     offline: DeltaOfflineStore,
     instance: DagsterInstance | None,
-    specs: list[RetrievalSpec],
+    retrieval_specs: list[RetrievalSpec],
     now: datetime,
     run_limit: int = 5,
 ) -> Description:
@@ -85,48 +85,52 @@ def describe(
         lag = f"{behind} window(s) behind: newest materialized {done[-1]}, last complete {last}"
     return Description(
         feature_set=feature_set,
-        versions=sorted(fs.version for fs in catalog if fs.name == feature_set.name),
+        versions=sorted(other.version for other in catalog if other.name == feature_set.name),
         windows=done,
         missing=missing,
         last_complete=last,
         freshness_lag=lag,
         runs=_last_runs(instance, feature_set, run_limit) if instance is not None else [],
-        used_by=[s.name for s in specs if any(r.feature_set == feature_set.name and r.version == feature_set.version
-                                              for r in s.features)],
+        used_by=[retrieval_spec.name for retrieval_spec in retrieval_specs
+                 if any(r.feature_set == feature_set.name and r.version == feature_set.version
+                        for r in retrieval_spec.features)],
     )
 
 
 def render(description: Description) -> str:
     """The text `featurestore describe` prints."""
-    fs = description.feature_set
-    spec = fs.describe()
+    feature_set = description.feature_set
+    declared = feature_set.describe()
+    source, materialization = feature_set.source, feature_set.materialization
     lines = [
-        f"{fs.key}  ({fs.description or 'no description'})",
+        f"{feature_set.key}  ({feature_set.description or 'no description'})",
         f"  versions:        {', '.join(f'v{v}' for v in description.versions)}",
-        f"  owners:          {', '.join(fs.owners) or '-'}",
-        f"  tags:            {', '.join(f'{k}={v}' for k, v in fs.tags.items()) or '-'}",
-        f"  entities:        {', '.join(f'{e.name} ({e.dtype})' for e in fs.entities)}",
-        f"  source:          {fs.source.name} ({fs.source.format}, path {fs.source.path}, event time {fs.source.timestamp})",
-        f"  compute:         {spec['compute']}",
-        f"  windows:         {fs.partitions.cadence} from {spec['first_window']}",
-        f"  source_lookback: {spec['source_lookback']}   source_delay: {spec['source_delay']}   "
-        f"temporal_join_lookback: {spec['temporal_join_lookback'] or 'none'}",
-        f"  stores:          offline {'on' if fs.materialization.offline else 'off'}, "
-        f"online {'on' if fs.materialization.online else 'off'}; schedule "
-        f"{'on' if fs.materialization.schedule_enabled else 'off'} by default, {format_duration(fs.schedule_delay)} after close",
+        f"  owners:          {', '.join(feature_set.owners) or '-'}",
+        f"  tags:            {', '.join(f'{k}={v}' for k, v in feature_set.tags.items()) or '-'}",
+        f"  entities:        {', '.join(f'{e.name} ({e.dtype})' for e in feature_set.entities)}",
+        f"  source:          {source.name} ({source.format}, path {source.path}, event time {source.timestamp})",
+        f"  compute:         {declared['compute']}",
+        f"  windows:         {feature_set.partitions.cadence} from {declared['first_window']}",
+        f"  source_lookback: {declared['source_lookback']}   source_delay: {declared['source_delay']}   "
+        f"temporal_join_lookback: {declared['temporal_join_lookback'] or 'none'}",
+        f"  stores:          offline {'on' if materialization.offline else 'off'}, "
+        f"online {'on' if materialization.online else 'off'}; schedule "
+        f"{'on' if materialization.schedule_enabled else 'off'} by default, "
+        f"{format_duration(feature_set.schedule_delay)} after close",
         "  features:",
     ]
-    width = max(len(f.name) for f in fs.features)
-    lines += [f"    {f.name:<{width}}  {f.dtype:<9} {f.description or ''}".rstrip() for f in fs.features]
+    width = max(len(f.name) for f in feature_set.features)
+    lines += [f"    {f.name:<{width}}  {f.dtype:<9} {f.description or ''}".rstrip() for f in feature_set.features]
     if description.windows:
         lines.append(f"  materialized:    {len(description.windows)} window(s): "
-                     f"{describe_keys(description.windows, fs)}")
+                     f"{describe_keys(description.windows, feature_set)}")
     else:
         lines.append("  materialized:    none")
     if description.missing:
-        lines.append(f"  missing:         {len(description.missing)} complete window(s): {describe_keys(description.missing, fs)}")
+        lines.append(f"  missing:         {len(description.missing)} complete window(s): "
+                     f"{describe_keys(description.missing, feature_set)}")
     lines.append(f"  freshness:       {description.freshness_lag}; each window is due "
-                 f"{format_duration(fs.freshness_deadline)} after it closes")
+                 f"{format_duration(feature_set.freshness_deadline)} after it closes")
     lines.append("  last runs:" if description.runs else "  last runs:       none recorded on this Dagster instance")
     for run in description.runs:
         rows = "-" if run.rows is None else str(run.rows)

@@ -1,16 +1,20 @@
-"""The `featurestore` command line: sample data, materialization and the local demo."""
+"""The `featurestore` command line: sample data, materialization and the local demo.
+
+The group builds one `Workspace` per invocation (settings, catalog, stores, retrieval specs, each
+on first use) and hands it to every command as `click`'s context object.
+"""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 import click
 
+from feature_pipelines.cli.workspace import Workspace
 from feature_pipelines.errors import FeatureStoreError
 
 
@@ -32,8 +36,11 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
-def main(debug: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Feature store on Dagster: define feature sets in feature_defs/, then materialize and serve them."""
+    # A new workspace per invocation: settings come from the environment as it is now.
+    ctx.obj = Workspace()
 
 
 @main.command()
@@ -41,46 +48,38 @@ def main(debug: bool) -> None:
               help="Number of transactions to generate (accounts and merchants grow with it).")
 @click.option("--days", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_obj
 @_friendly
-def generate(scale: int, days: int, seed: int) -> None:
+def generate(workspace: Workspace, scale: int, days: int, seed: int) -> None:
     """Write the example source tables (transactions, accounts) as Delta under the data folder."""
     from feature_pipelines.cli.sample_data import SampleSize, generate_sample_data
-    from feature_pipelines.settings import Settings
 
-    settings = Settings.from_env()
-    counts = generate_sample_data(settings.source_root, SampleSize.for_scale(scale, days=days, seed=seed))
+    source_root = workspace.settings.source_root
+    counts = generate_sample_data(source_root, SampleSize.for_scale(scale, days=days, seed=seed))
     for name, rows in counts.items():
-        click.echo(f"source {name}: {rows} rows -> {settings.source_root}/{name}")
+        click.echo(f"source {name}: {rows} rows -> {source_root}/{name}")
 
 
 @main.command()
-@click.argument("feature_set")
+@click.argument("name", metavar="FEATURE_SET")
 @click.option("--start", required=True, help="First window key, e.g. 2024-01-01 (hourly: 2024-01-01-05:00).")
 @click.option("--end", required=True, help="Last window key, included.")
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@click.pass_obj
 @_friendly
-def materialize(feature_set: str, start: str, end: str, version: int | None) -> None:
+def materialize(workspace: Workspace, name: str, start: str, end: str, version: int | None) -> None:
     """Materialize windows START..END of FEATURE_SET in one Dagster run."""
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.orchestration.code_location import build_definitions
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
     from feature_pipelines.orchestration.runs import materialize_range
-    from feature_pipelines.settings import Settings
 
-    from dagster import DagsterInstance
-
-    ensure_dagster_home()
-    settings = Settings.from_env()
-    catalog = load_catalog(settings.feature_defs_dir)
-    spec = catalog.get(feature_set, version)
-    defs = build_definitions(settings, catalog)
-    with _online_server(settings), DagsterInstance.get() as instance:
-        outcome = materialize_range(defs, instance, spec, start, end)
-    _print_outcome(spec.key, outcome)
+    feature_set = workspace.feature_set(name, version)
+    defs = workspace.definitions()
+    with workspace.online_server(), workspace.dagster_instance() as instance:
+        outcome = materialize_range(defs, instance, feature_set, start, end)
+    _print_outcome(feature_set.key, outcome)
 
 
 @main.command()
-@click.argument("feature_set")
+@click.argument("name", metavar="FEATURE_SET")
 @click.option("--start", required=True, help="First window key, e.g. 2024-01-01 (hourly: 2024-01-01-05:00).")
 @click.option("--end", required=True, help="Last window key, included.")
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
@@ -89,91 +88,92 @@ def materialize(feature_set: str, start: str, end: str, version: int | None) -> 
 @click.option("--force", is_flag=True, help="Skip the check that the source already holds data for the windows.")
 @click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the backfill until it ends.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+@click.pass_obj
 @_friendly
-def backfill(feature_set: str, start: str, end: str, version: int | None, only_missing: bool, failed: bool,
-             force: bool, wait: bool, timeout: float | None) -> None:
+def backfill(workspace: Workspace, name: str, start: str, end: str, version: int | None, only_missing: bool,
+             failed: bool, force: bool, wait: bool, timeout: float | None) -> None:
     """Submit a Dagster asset backfill of windows START..END of FEATURE_SET; the daemon runs it.
 
     It shows under Backfills in the Dagster UI. Each contiguous range of windows runs as one
     run (one Spark job). With --wait, exits 1 if any window failed.
     """
-    from dagster import DagsterInstance
+    from feature_pipelines.clock import utc_now
+    from feature_pipelines.orchestration.backfills import daemon_running, submit_backfill, wait_for_backfill
+    from feature_pipelines.orchestration.window_states import window_run_states
+    from feature_pipelines.planning.source_changes import latest_event
+    from feature_pipelines.planning.window_selection import check_source_reaches, check_windows_closed, select_windows
+    from feature_pipelines.planning.windows import describe_keys, windows_between
 
-    from feature_pipelines.orchestration.backfills import (
-        check_source_reaches, daemon_running, select_windows, submit_backfill, utc_now, wait_for_backfill,
-    )
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.orchestration.code_location import build_definitions
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
-    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-    from feature_pipelines.settings import Settings
-    from feature_pipelines.planning.windows import describe_keys
-
-    ensure_dagster_home()
-    settings = Settings.from_env()
-    catalog = load_catalog(settings.feature_defs_dir)
-    spec = catalog.get(feature_set, version)
-    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
-    with DagsterInstance.get() as instance:
-        keys = select_windows(spec, start, end, offline=offline, instance=instance,
-                              only_missing=only_missing, failed=failed)
+    feature_set = workspace.feature_set(name, version)
+    windows = windows_between(feature_set, start, end)
+    with workspace.dagster_instance() as instance:
+        # Each filter reads only what it needs: the window log, or the runs on the instance.
+        keys = select_windows(
+            windows,
+            materialized=workspace.offline.materialized_windows(feature_set) if only_missing else {},
+            run_states=window_run_states(instance, feature_set, windows) if failed else {},
+            only_missing=only_missing, failed=failed,
+        )
         if not keys:
-            click.echo(f"{spec.key}: nothing to backfill in {start}..{end}"
+            click.echo(f"{feature_set.key}: nothing to backfill in {start}..{end}"
                        + (" (every window is materialized)" if only_missing and not failed else ""))
             return
         if not force:
-            check_source_reaches(spec, keys, settings.source_root, settings.source_storage_options, utc_now())
-        defs = build_definitions(settings, catalog)
-        backfill_id = submit_backfill(instance, defs, spec, keys)
-        click.echo(f"submitted backfill {backfill_id}: {spec.key}, {len(keys)} window(s) {describe_keys(keys, spec)}")
+            check_windows_closed(feature_set, keys, utc_now())
+            check_source_reaches(feature_set, keys, latest_event(workspace.source_files(feature_set)))
+        defs = workspace.definitions()
+        backfill_id = submit_backfill(instance, defs, feature_set, keys)
+        click.echo(f"submitted backfill {backfill_id}: {feature_set.key}, {len(keys)} window(s) "
+                   f"{describe_keys(keys, feature_set)}")
         if not daemon_running(instance):
             click.secho("warning: no dagster-daemon is running on this instance; start `dagster-daemon run` "
                         "(or `dagster dev`) with the same DAGSTER_HOME to run it.", fg="yellow", err=True)
         if not wait:
             return
-        progress = wait_for_backfill(instance, defs, backfill_id, spec, lambda p: click.echo(p.describe()),
+        progress = wait_for_backfill(instance, defs, backfill_id, feature_set, lambda p: click.echo(p.describe()),
                                      timeout_s=timeout)
     if not progress.succeeded:
         raise click.ClickException(f"backfill {backfill_id} ended {progress.status} with {progress.failed} failed window(s)")
 
 
 @main.command()
-@click.argument("feature_set", required=False)
+@click.argument("name", metavar="[FEATURE_SET]", required=False)
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
 @click.option("--start", default=None, help="First window key (default: the first window).")
 @click.option("--end", default=None, help="Last window key (default: the last complete window).")
 @click.option("--all", "show_all", is_flag=True, help="List every window (default: counts, and the other windows as ranges).")
+@click.pass_obj
 @_friendly
-def status(feature_set: str | None, version: int | None, start: str | None, end: str | None, show_all: bool) -> None:
+def status(workspace: Workspace, name: str | None, version: int | None, start: str | None, end: str | None,
+           show_all: bool) -> None:
     """Per-window status of feature sets: materialized, missing, failed, in progress or stale."""
-    from dagster import DagsterInstance
-
-    from feature_pipelines.orchestration.backfills import utc_now
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
-    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-    from feature_pipelines.settings import Settings
-    from feature_pipelines.planning.window_status import STATUSES, window_statuses
+    from feature_pipelines.clock import utc_now
+    from feature_pipelines.orchestration.window_states import window_run_states
+    from feature_pipelines.planning.window_status import (
+        STATUSES, staleness_files, status_windows, window_statuses,
+    )
     from feature_pipelines.planning.windows import describe_keys
 
-    ensure_dagster_home()
-    settings = Settings.from_env()
-    catalog = load_catalog(settings.feature_defs_dir)
-    specs = [catalog.get(feature_set, version)] if feature_set else list(catalog)
-    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
+    feature_sets = [workspace.feature_set(name, version)] if name else list(workspace.catalog)
+    settings = workspace.settings
     now = utc_now()
-    with DagsterInstance.get() as instance:
-        for spec in specs:
-            rows = window_statuses(spec, offline, instance, settings.source_root, settings.source_storage_options,
-                                   now, start, end)
+    with workspace.dagster_instance() as instance:
+        for feature_set in feature_sets:
+            windows = status_windows(feature_set, now, start, end)
+            rows = window_statuses(
+                feature_set, windows, workspace.offline.materialized_windows(feature_set),
+                staleness_files(feature_set, settings.source_root, settings.source_storage_options),
+                window_run_states(instance, feature_set, windows),
+            )
             counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
-            click.echo(f"{spec.key}: {len(rows)} window(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+            click.echo(f"{feature_set.key}: {len(rows)} window(s): "
+                       + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
             if not show_all:
                 # Compact: the windows of each non-materialized status, as ranges.
                 for state in STATUSES[1:]:
                     keys = [r.key for r in rows if r.status == state]
                     if keys:
-                        click.echo(f"  {state}: {describe_keys(keys, spec)}")
+                        click.echo(f"  {state}: {describe_keys(keys, feature_set)}")
                 continue
             for row in rows:
                 when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
@@ -181,94 +181,77 @@ def status(feature_set: str | None, version: int | None, start: str | None, end:
 
 
 @main.command()
-@click.argument("feature_set")
+@click.argument("name", metavar="FEATURE_SET")
 @click.option("--version", type=int, required=True, help="The version to retire.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
 @_friendly
-def retire(feature_set: str, version: int, yes: bool) -> None:
+def retire(workspace: Workspace, name: str, version: int, yes: bool) -> None:
     """Delete a feature set version from the offline and online stores, for good.
 
     Remove its declaration from feature_defs/ (and from retrieval specs) first."""
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+    from feature_pipelines.spec.feature_set import VersionRef
     from feature_pipelines.stores.online.redis_store import RedisOnlineStore
     from feature_pipelines.stores.retire import plan_retirement, retire as retire_version
-    from feature_pipelines.spec.retrieval_spec import load_retrieval_specs
-    from feature_pipelines.settings import Settings
 
-    settings = Settings.from_env()
-    catalog = load_catalog(settings.feature_defs_dir)
-    specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
-    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
-    with _online_server(settings) as url:
+    with workspace.online_server() as url:
         online = RedisOnlineStore.from_url(url, socket_timeout=30)
-        plan = plan_retirement(feature_set, version, catalog, specs, offline, online)
+        plan = plan_retirement(VersionRef(name, version), workspace.catalog, workspace.retrieval_specs,
+                               workspace.offline, online)
         click.echo(f"retiring deletes {plan.summary()}")
         if not yes and not click.confirm("delete them?", default=False):
             click.echo("nothing deleted")
             sys.exit(1)
-        deleted = retire_version(plan, offline, online)
-    click.echo(f"retired {feature_set} v{version}: {deleted} online value(s) and the offline table deleted")
+        deleted = retire_version(plan, workspace.offline, online)
+    click.echo(f"retired {name} v{version}: {deleted} online value(s) and the offline table deleted")
 
 
 @main.command("list")
+@click.pass_obj
 @_friendly
-def list_feature_sets() -> None:
+def list_feature_sets(workspace: Workspace) -> None:
     """Every feature set version in the catalog, a line each."""
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.settings import Settings
-
-    catalog = load_catalog(Settings.from_env().feature_defs_dir)
-    _print_table(list(catalog))
+    _print_table(list(workspace.catalog))
 
 
 @main.command("search")
 @click.argument("query")
+@click.pass_obj
 @_friendly
-def search_feature_sets(query: str) -> None:
+def search_feature_sets(workspace: Workspace, query: str) -> None:
     """Feature sets whose name, description, tags, owners, entities or features contain QUERY."""
-    from feature_pipelines.spec.catalog import load_catalog
     from feature_pipelines.cli.catalog_view import search
-    from feature_pipelines.settings import Settings
 
-    found = search(load_catalog(Settings.from_env().feature_defs_dir), query)
+    found = search(workspace.catalog, query)
     if not found:
         click.echo(f"no feature set matches {query!r}")
         return
-    _print_table([fs for fs, _ in found], matched={fs.key: hits for fs, hits in found})
+    _print_table([feature_set for feature_set, _ in found],
+                 matched={feature_set.key: hits for feature_set, hits in found})
 
 
 @main.command("describe")
-@click.argument("feature_set")
+@click.argument("name", metavar="FEATURE_SET")
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@click.pass_obj
 @_friendly
-def describe_feature_set(feature_set: str, version: int | None) -> None:
+def describe_feature_set(workspace: Workspace, name: str, version: int | None) -> None:
     """The spec, versions, materialized windows, freshness, last runs and users of FEATURE_SET."""
-    from dagster import DagsterInstance
-
-    from feature_pipelines.orchestration.backfills import utc_now
-    from feature_pipelines.spec.catalog import load_catalog
     from feature_pipelines.cli.catalog_view import describe, render
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
-    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-    from feature_pipelines.spec.retrieval_spec import load_retrieval_specs
-    from feature_pipelines.settings import Settings
+    from feature_pipelines.clock import utc_now
 
-    ensure_dagster_home()
-    settings = Settings.from_env()
-    catalog = load_catalog(settings.feature_defs_dir)
-    spec = catalog.get(feature_set, version)
-    specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
-    offline = DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options)
-    with DagsterInstance.get() as instance:
-        click.echo(render(describe(spec, catalog, offline, instance, specs, utc_now())))
+    feature_set = workspace.feature_set(name, version)
+    with workspace.dagster_instance() as instance:
+        click.echo(render(describe(feature_set, workspace.catalog, workspace.offline, instance,
+                                   workspace.retrieval_specs, utc_now())))
 
 
 def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None) -> None:
     rows = [
-        (fs.key, ",".join(e.name for e in fs.entities), fs.partitions.cadence, str(len(fs.features)),
-         ",".join(fs.owners), ", ".join(matched[fs.key]) if matched else fs.description)
-        for fs in feature_sets
+        (feature_set.key, ",".join(e.name for e in feature_set.entities), feature_set.partitions.cadence,
+         str(len(feature_set.features)), ",".join(feature_set.owners),
+         ", ".join(matched[feature_set.key]) if matched else feature_set.description)
+        for feature_set in feature_sets
     ]
     header = ("feature set", "entities", "cadence", "features", "owners", "matched in" if matched else "description")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
@@ -280,45 +263,41 @@ def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None
 @click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--days", type=click.IntRange(min=30), default=60, show_default=True,
               help="Days of sample data, and so of daily windows to backfill (at least 30).")
+@click.pass_obj
 @_friendly
-def demo(scale: int, days: int) -> None:
+def demo(workspace: Workspace, scale: int, days: int) -> None:
     """Generate sample data, backfill every feature set over all its days, publish online, summarize."""
     from datetime import timedelta
 
-    from dagster import DagsterInstance
-
-    from feature_pipelines.spec.catalog import load_catalog
-    from feature_pipelines.orchestration.code_location import build_definitions
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
-    from feature_pipelines.stores.online.redis_store import RedisOnlineStore
-    from feature_pipelines.orchestration.runs import materialize_range
     from feature_pipelines.cli.sample_data import SAMPLE_START, SampleSize, generate_sample_data, write_sample_observations
-    from feature_pipelines.settings import Settings
+    from feature_pipelines.orchestration.runs import materialize_range
+    from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
-    home = ensure_dagster_home()
-    settings = Settings.from_env()
+    home = workspace.dagster_home()
+    settings = workspace.settings
     click.echo(f"DAGSTER_HOME={home}\ndata folder: {settings.data_dir}")
     counts = generate_sample_data(settings.source_root, SampleSize.for_scale(scale, days=days))
     click.echo("sample data: " + ", ".join(f"{k}={v} rows" for k, v in counts.items()))
     observations = str(settings.data_dir / "observations" / "fraud_labels.parquet")
     write_sample_observations(settings.source_root, observations)
-    catalog = load_catalog(settings.feature_defs_dir)
-    defs = build_definitions(settings, catalog)
+    catalog = workspace.catalog
+    defs = workspace.definitions()
     first = SAMPLE_START.strftime("%Y-%m-%d")
     last = (SAMPLE_START + timedelta(days=days - 1)).strftime("%Y-%m-%d")
-    with _online_server(settings) as url, DagsterInstance.get() as instance:
+    with workspace.online_server() as url, workspace.dagster_instance() as instance:
         outcomes = []
-        for spec in catalog:
-            click.echo(f"backfilling {spec.key}: {first} .. {last} in one run ...")
-            outcomes.append((spec, materialize_range(defs, instance, spec, first, last)))
+        for feature_set in catalog:
+            click.echo(f"backfilling {feature_set.key}: {first} .. {last} in one run ...")
+            outcomes.append((feature_set, materialize_range(defs, instance, feature_set, first, last)))
         online = RedisOnlineStore.from_url(url)
         click.echo("\nsummary")
         click.echo(f"{'feature set':<18}{'windows':>8}{'rows':>10}{'delta v':>9}{'online keys':>13}{'seconds':>9}  run")
-        for spec, outcome in outcomes:
+        for feature_set, outcome in outcomes:
             meta = outcome.metadata
             click.echo(
-                f"{spec.key:<18}{outcome.windows:>8}{meta.get('dagster/row_count', 0):>10}"
-                f"{meta.get('delta_version', '-'):>9}{online.count(spec):>13}{meta.get('duration_s', 0):>9.1f}  {outcome.run_id[:8]}"
+                f"{feature_set.key:<18}{outcome.windows:>8}{meta.get('dagster/row_count', 0):>10}"
+                f"{meta.get('delta_version', '-'):>9}{online.count(feature_set):>13}{meta.get('duration_s', 0):>9.1f}"
+                f"  {outcome.run_id[:8]}"
             )
         sample = catalog.get("transactions")
         value = online.read(sample, [["a000000"]])[0]
@@ -334,46 +313,49 @@ def demo(scale: int, days: int) -> None:
 
 
 @main.command("training-set")
-@click.argument("spec")
+@click.argument("retrieval_spec", metavar="SPEC")
 @click.option("--observations", required=True, help="Delta table or Parquet path: entity keys, a UTC timestamp, labels.")
 @click.option("--timestamp-column", default="event_timestamp", show_default=True)
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/training/<run id>.parquet).")
 @click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
 @click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
+@click.pass_obj
 @_friendly
-def training_set(spec: str, observations: str, timestamp_column: str, output: str, output_format: str, engine: str) -> None:
+def training_set(workspace: Workspace, retrieval_spec: str, observations: str, timestamp_column: str, output: str,
+                 output_format: str, engine: str) -> None:
     """Build a point-in-time correct training set for retrieval spec SPEC, as a Dagster run."""
     config = {"observations": observations, "timestamp_column": timestamp_column, "output": output,
               "output_format": output_format, "engine": engine}
-    _run_dataset(spec, "training", config)
+    _run_dataset(workspace, retrieval_spec, "training", config)
 
 
 @main.command("inference-set")
-@click.argument("spec")
+@click.argument("retrieval_spec", metavar="SPEC")
 @click.option("--entities", required=True, help="Delta table or Parquet path of the entity keys to score.")
 @click.option("--as-of", required=True, help="Inference time, ISO 8601 with a zone, e.g. 2024-02-01T00:00:00+00:00.")
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/inference/<run id>.parquet).")
 @click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
 @click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
+@click.pass_obj
 @_friendly
-def inference_set(spec: str, entities: str, as_of: str, output: str, output_format: str, engine: str) -> None:
+def inference_set(workspace: Workspace, retrieval_spec: str, entities: str, as_of: str, output: str,
+                  output_format: str, engine: str) -> None:
     """Build the batch-inference features of SPEC for some entities at one time, as a Dagster run."""
     config = {"entities": entities, "as_of": as_of, "output": output, "output_format": output_format, "engine": engine}
-    _run_dataset(spec, "inference", config)
+    _run_dataset(workspace, retrieval_spec, "inference", config)
 
 
 @main.command()
-@click.argument("spec")
+@click.argument("retrieval_spec", metavar="SPEC")
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--at", "at", default=None,
               help="Judge value ages (temporal_join_lookback) at this ISO time instead of now, e.g. 2024-03-01T00:00:00+00:00.")
+@click.pass_obj
 @_friendly
-def online(spec: str, keys: tuple[str, ...], at: str | None) -> None:
+def online(workspace: Workspace, retrieval_spec: str, keys: tuple[str, ...], at: str | None) -> None:
     """Online features of SPEC for one entity, given as KEY=VALUE pairs (e.g. account_id=a000001)."""
-    from feature_pipelines.orchestration.datasets import parse_time
-
+    from feature_pipelines.clock import parse_time
     from feature_pipelines.retrieval.feature_store import FeatureStore
-    from feature_pipelines.settings import Settings
 
     row: dict[str, str] = {}
     for pair in keys:
@@ -381,45 +363,24 @@ def online(spec: str, keys: tuple[str, ...], at: str | None) -> None:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEYS")
         name, value = pair.split("=", 1)
         row[name] = value
-    settings = Settings.from_env()
-    with _online_server(settings) as url:
+    with workspace.online_server() as url:
         from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
-        store = FeatureStore.from_env(settings, online=RedisOnlineStore.from_url(url))
-        frame = store.get_online_features(_spec_path(settings, spec), [row], now=parse_time(at, "--at") if at else None)
+        store = FeatureStore(workspace.catalog, workspace.offline, RedisOnlineStore.from_url(url))
+        frame = store.get_online_features(workspace.retrieval_spec_path(retrieval_spec), [row],
+                                          now=parse_time(at, "--at") if at else None)
     for column, value in frame.iloc[0].items():
         click.echo(f"{column} = {value}")
 
 
-def _spec_path(settings: Any, spec: str) -> str:
-    """A retrieval spec given by file path, or by name in feature_defs/retrieval_specs/."""
-    from pathlib import Path
-
-    if Path(spec).exists():
-        return spec
-    candidate = settings.feature_defs_dir / "retrieval_specs" / f"{spec}.yaml"
-    if candidate.exists():
-        return str(candidate)
-    from feature_pipelines.errors import RetrievalError
-
-    raise RetrievalError(f"retrieval spec {spec!r} is neither a file nor a spec in {candidate.parent}.")
-
-
-def _run_dataset(spec: str, kind: str, config: dict[str, Any]) -> None:
-    from dagster import DagsterInstance
-
-    from feature_pipelines.orchestration.code_location import build_definitions
-    from feature_pipelines.orchestration.dagster_home import ensure_dagster_home
-    from feature_pipelines.spec.retrieval_spec import RetrievalSpec
+def _run_dataset(workspace: Workspace, retrieval_spec: str, kind: str, config: dict[str, Any]) -> None:
     from feature_pipelines.orchestration.runs import run_job
-    from feature_pipelines.settings import Settings
+    from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 
-    ensure_dagster_home()
-    settings = Settings.from_env()
-    name = RetrievalSpec.from_yaml(_spec_path(settings, spec)).name
-    defs = build_definitions(settings)
+    name = RetrievalSpec.from_yaml(workspace.retrieval_spec_path(retrieval_spec)).name
+    defs = workspace.definitions()
     click.echo(f"building the {kind} set of {name} ...")
-    with DagsterInstance.get() as instance:
+    with workspace.dagster_instance() as instance:
         op_config = {k: v for k, v in config.items() if v != ""}
         by_asset, run_id = run_job(
             defs, instance, f"{kind}_dataset_{name}", {"ops": {f"datasets__{name}__{kind}": {"config": op_config}}}
@@ -438,18 +399,6 @@ def _print_outcome(key: str, outcome: Any) -> None:
         f"Delta version {meta.get('delta_version', '-')}, online keys written {outcome.online.get('online_keys_written', 0)}, "
         f"run {outcome.run_id}"
     )
-
-
-@contextmanager
-def _online_server(settings: Any) -> Iterator[str]:
-    """The Redis URL for the whole command; the local redis-server is started when none is set."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    from feature_pipelines.stores.online.local_redis import LocalRedisServer
-
-    with LocalRedisServer(settings.data_dir / "redis") as server:
-        yield server.url
 
 
 if __name__ == "__main__":

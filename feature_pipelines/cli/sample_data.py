@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 
-from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.stores.offline.delta_files import open_table, read_delta
 from feature_pipelines.spec.durations import epoch_micros
 from feature_pipelines.settings import resolve_path
 
@@ -119,7 +119,7 @@ def write_sample_observations(source_root: str, path: str, rows: int = 2_000, se
     """Labelled observations for the fraud example: a transaction's account and merchant, the time
     it was scored, and a label. Written as one Parquet file; returns the row count."""
     transactions = read_delta(
-        DeltaTable(resolve_path(source_root, "transactions")), columns=["account_id", "merchant_id", "amount", "event_time"]
+        open_table(resolve_path(source_root, "transactions")), columns=["account_id", "merchant_id", "amount", "event_time"]
     )
     rng = np.random.default_rng(seed)
     picked = transactions.take(np.sort(rng.choice(transactions.num_rows, min(rows, transactions.num_rows), replace=False)))

@@ -22,21 +22,17 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from feature_pipelines.spec.dtypes import NUMERIC
 from feature_pipelines.errors import FeatureStoreError, TransformOutputError
-from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, OfflineTable, offline_schema
 from feature_pipelines.compute.quality import WindowFeatureStats
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.compute.source_reader import read_source
+from feature_pipelines.compute.spark_session import SESSION_SETTINGS
 from feature_pipelines.stores.offline.executor_write import RunFiles
 from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
 from feature_pipelines.compute.transforms import compute_features
 from feature_pipelines.compute.validation import conform_output, validate_output
 from feature_pipelines.planning.windows import contiguous_ranges, source_range, window_for_key
 
-# Spark settings the engine relies on, whatever the session was built with.
-SESSION_SETTINGS = {
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-}
 _SPARK_KEY_FORMAT = {"daily": "yyyy-MM-dd", "hourly": "yyyy-MM-dd-HH:mm"}
 _TRUNC_UNIT = {"daily": "day", "hourly": "hour"}
 _PREVIEW_ROWS = 5
@@ -50,6 +46,7 @@ class MaterializationResult:
     rows_per_window: dict[str, int]
     table_version: int | None
     table_uri: str | None
+    table: OfflineTable  # as the run left it: the checks read the written windows through it
     stats: dict[str, WindowFeatureStats]
     window_stats: dict[str, dict[str, WindowFeatureStats]]
     preview: pd.DataFrame
@@ -77,7 +74,7 @@ def materialize_windows(
     """Compute `window_keys` and replace them in the offline store (one commit)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    stores.offline.check_definition(feature_set)  # refuse a changed definition before computing anything
+    table = stores.offline.open(feature_set)  # refuse a changed definition before computing anything
     for key, value in SESSION_SETTINGS.items():
         spark.conf.set(key, value)
     ranges = contiguous_ranges([window_for_key(feature_set, k) for k in window_keys])
@@ -97,7 +94,7 @@ def materialize_windows(
         CREATED_COLUMN, F.lit(created)
     )
 
-    files = RunFiles.new(stores.offline.table_uri(feature_set), run_id, stores.offline.storage_options or None)
+    files = RunFiles.new(table.uri, run_id, stores.offline.storage_options or None)
     try:
         _write(feature_set, rows, files)
         timings["compute_s"] = time.perf_counter() - started
@@ -114,14 +111,12 @@ def materialize_windows(
         raise
     # Not inside the cleanup above: the commit may succeed and the window-log append after it
     # fail, and then the files belong to the table. A commit that fails leaves them to vacuum.
-    version = stores.offline.commit_files(
-        feature_set,
+    version = table.commit_files(
         actions,
         keys,
         commit_metadata={"run_id": run_id or "", "created": created.isoformat()},
         rows_per_window=per_window,
     )
-    uri = stores.offline.table_uri(feature_set)
     timings["offline_write_s"] = time.perf_counter() - mark
 
     return MaterializationResult(
@@ -130,7 +125,8 @@ def materialize_windows(
         rows=sum(per_window.values()),
         rows_per_window={k: per_window.get(k, 0) for k in keys},
         table_version=version,
-        table_uri=uri,
+        table_uri=table.uri,
+        table=table,
         stats=stats,
         window_stats=window_stats,
         preview=preview,

@@ -1,16 +1,22 @@
-"""Data-quality rules evaluated on a run's windows: row-count band and per-feature expectations.
+"""Data-quality rules evaluated on a run's windows: unique non-null keys, the table's schema,
+row-count band and per-feature expectations, and the blocking verdict over them.
 
-Pure functions over per-window statistics, so the same rules serve the asset checks, the CLI
-and the tests. Each returns a `CheckOutcome` with the windows that broke the rule.
+Functions over per-window statistics and the run's offline table, so the same rules serve the
+asset checks (`orchestration.checks` turns outcomes into Dagster results), the CLI and the tests.
+Each returns a `CheckOutcome` with the windows that broke the rule.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.compute as pc
+
 from feature_pipelines.spec.feature_set import FeatureSet
+from feature_pipelines.stores.offline.delta_store import OfflineTable
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,36 @@ class CheckOutcome:
     description: str
     failing_windows: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def keys_check(feature_set: FeatureSet, table: OfflineTable, window_keys: Iterable[str]) -> CheckOutcome:
+    """The written windows hold no null key or ts and no duplicate (keys, ts).
+    Details: `rows_checked` and `duplicates`."""
+    names = [*feature_set.entity_names, feature_set.timestamp]
+    rows = table.read(window_keys, columns=names)
+    nulls = {n: rows.column(n).null_count for n in names if rows.column(n).null_count}
+    duplicates = 0
+    if rows.num_rows:
+        counts = rows.group_by(names).aggregate([([], "count_all")])
+        duplicates = int(pc.sum(pc.greater(counts.column("count_all"), 1)).as_py() or 0)
+    passed = not nulls and not duplicates
+    description = ("keys and ts are non-null and unique" if passed else
+                   f"null keys/ts {nulls}; {duplicates} duplicated (keys, ts)")
+    return CheckOutcome(passed, description, details={"rows_checked": rows.num_rows, "duplicates": duplicates})
+
+
+def schema_check(table: OfflineTable) -> CheckOutcome:
+    """The table's columns and types are those the spec gives. Details: `columns` as stored."""
+    got, want = table.columns()
+    passed = got == want
+    description = "columns and types match the spec" if passed else f"table has {got}, spec gives {want}"
+    return CheckOutcome(passed, description, details={"columns": dict(got)})
+
+
+def row_count_history(logged: Mapping[str, Mapping], run_keys: Collection[str]) -> dict[str, int]:
+    """Row counts of the windows in the window log (`materialized_windows`) that this run does
+    not rewrite: the reference `row_count_check` compares the run's windows with."""
+    return {k: e["rows"] for k, e in logged.items() if k not in run_keys}
 
 
 def row_count_check(feature_set: FeatureSet, rows: dict[str, int], history: dict[str, int]) -> CheckOutcome:
@@ -90,3 +126,17 @@ def expectation_checks(
         else:
             outcomes[feature] = CheckOutcome(True, f"{feature}: every window meets its expectation")
     return outcomes
+
+
+def expectations_check(feature_set: FeatureSet, stats: dict[str, dict[str, WindowFeatureStats]]) -> CheckOutcome:
+    """Every feature's expectation as one outcome: the failing features' problems, and every
+    window that broke any of them."""
+    failing = [o for o in expectation_checks(feature_set, stats).values() if not o.passed]
+    description = "; ".join(o.description for o in failing) or "every expectation holds in every window"
+    return CheckOutcome(not failing, description, sorted({w for o in failing for w in o.failing_windows}))
+
+
+def blocking_passed(feature_set: FeatureSet, outcomes: Iterable[CheckOutcome]) -> bool:
+    """The verdict recorded for a run's windows: False when a blocking check failed (only then
+    are the windows held back from the online store)."""
+    return not (feature_set.quality.blocking and any(not o.passed for o in outcomes))

@@ -11,12 +11,11 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from feature_pipelines.stores.offline.delta_files import UNSUPPORTED_READER_FEATURES, data_files
+from feature_pipelines.stores.offline.delta_files import UNSUPPORTED_READER_FEATURES, data_files, find_table
 from feature_pipelines.spec.dtypes import can_widen, dtype_of_spark, spark_type
 from feature_pipelines.errors import SourceError
 from feature_pipelines.settings import resolve_path
@@ -49,12 +48,12 @@ def _read_delta(
     end: datetime,
     storage_options: dict[str, str] | None,
 ) -> DataFrame:
-    if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
+    table = find_table(uri, storage_options)
+    if table is None:
         raise SourceError(
             f"source {source.name!r}: no Delta table at {uri}; check Source.path and the source root "
             "(FEATURESTORE_SOURCE_ROOT), or generate the sample data with `featurestore generate`."
         )
-    table = DeltaTable(uri, storage_options=storage_options)
     unsupported = set(table.protocol().reader_features or []) & UNSUPPORTED_READER_FEATURES
     if unsupported:
         raise SourceError(

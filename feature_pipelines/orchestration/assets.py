@@ -6,7 +6,6 @@ No business logic lives here: the assets hand their windows to `materialize_wind
 """
 
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 from dagster import (
@@ -25,7 +24,9 @@ from dagster import (
 )
 from dagster_pyspark import LazyPySparkResource
 
-from feature_pipelines.orchestration.checks import check_specs, evaluate_checks
+from feature_pipelines.clock import utc_now
+from feature_pipelines.compute.quality import blocking_passed, row_count_history
+from feature_pipelines.orchestration.checks import check_outcomes, check_results, check_specs
 from feature_pipelines.faults import ONLINE_BEFORE_PUBLISH, fault_point
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.stores.publish import publish_windows
@@ -34,7 +35,7 @@ from feature_pipelines.orchestration.metadata import column_lineage, definition_
 from feature_pipelines.orchestration.resources import OfflineStoreResource, OnlineStoreResource, SourcesResource
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec.feature_set import FeatureSet, Source
-from feature_pipelines.planning.window_status import status_summary, window_statuses
+from feature_pipelines.planning.window_status import staleness_files, status_summary, status_windows, window_statuses
 
 
 # Dagster's tags for a run over a range of partitions (one run, one Spark job for the range).
@@ -119,7 +120,7 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
             online=None,
         )
         keys = list(context.partition_keys)
-        history = {k: e["rows"] for k, e in stores.offline.materialized_windows(feature_set).items() if k not in keys}
+        history = row_count_history(stores.offline.materialized_windows(feature_set), keys)
         context.log.info(f"materializing {feature_set.key}: {len(keys)} window(s) {keys[0]} .. {keys[-1]}")
         result = materialize_windows(pyspark.spark_session, feature_set, keys, stores, run_id=context.run_id)
         context.log.info(f"{feature_set.key}: {result.rows} rows, Delta version {result.table_version} "
@@ -127,18 +128,19 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
         metadata = materialization_metadata(result)
         metadata["dagster/column_lineage"] = column_lineage(feature_set, source_key(feature_set.source))
         # The asset-level view of window status (the run's own windows count as materialized:
-        # Dagster still sees them in progress while this runs, hence no instance here).
-        statuses = window_statuses(feature_set, stores.offline, None, sources.root, dict(sources.storage_options),
-                                   datetime.now(timezone.utc))
+        # Dagster still sees them in progress while this runs, hence no run states here).
+        statuses = window_statuses(feature_set, status_windows(feature_set, utc_now()),
+                                   stores.offline.materialized_windows(feature_set),
+                                   staleness_files(feature_set, sources.root, dict(sources.storage_options)))
         metadata["window_status"] = MetadataValue.md(status_summary(feature_set, statuses))
-        checks = evaluate_checks(feature_set, key, result, history, stores.offline)
+        outcomes = check_outcomes(feature_set, result, history)
+        checks = check_results(key, outcomes)
         for check in checks:
             if not check.passed:
                 context.log.warning(f"{feature_set.key}: check {check.check_name} failed: {check.description}")
         # The verdict goes into the window log first: a window held back here is never published
         # online by a later repair, and a crash before this line leaves the windows pending (held).
-        stores.offline.record_checks(feature_set, keys, passed=not (
-            feature_set.quality.blocking and any(not check.passed for check in checks)))
+        stores.offline.record_checks(feature_set, keys, passed=blocking_passed(feature_set, outcomes.values()))
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return _materialize

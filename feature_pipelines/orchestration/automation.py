@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 from dagster import (
     DagsterEventType,
@@ -38,14 +38,14 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from feature_pipelines.clock import utc_now
 from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.spec.durations import format_duration
 from feature_pipelines.errors import SourceError
 from feature_pipelines.orchestration.notifier import Notification, Notifier, notifier_from_env
 from feature_pipelines.settings import Settings
-from feature_pipelines.planning.source_changes import affected_windows, open_source, source_files
+from feature_pipelines.planning.source_changes import source_changes
 from feature_pipelines.spec.feature_set import FeatureSet
-from feature_pipelines.planning.windows import contiguous_ranges, window_for_key
 
 
 def schedule_name(feature_set: FeatureSet) -> str:
@@ -86,7 +86,7 @@ def source_sensor(feature_set: FeatureSet, job: UnresolvedAssetJobDefinition, se
         description=f"Re-materializes windows of {feature_set.key} whose source data changed (late rows too).",
     )
     def _sensor(context: SensorEvaluationContext):
-        return source_run_requests(feature_set, settings, context.cursor, datetime.now(timezone.utc), context)
+        return source_run_requests(feature_set, settings, context.cursor, utc_now(), context)
 
     return _sensor
 
@@ -99,36 +99,29 @@ def source_run_requests(
     context: SensorEvaluationContext | None = None,
 ) -> list[RunRequest] | SkipReason:
     """The run requests for source changes after `cursor` (a JSON {"version": n}); updates the cursor."""
+    seen = json.loads(cursor)["version"] if cursor else None
     try:
-        table = open_source(feature_set.source, settings.source_root, settings.source_storage_options)
+        changes = source_changes(feature_set, settings.source_root, settings.source_storage_options, seen, now)
     except SourceError as exc:
         return SkipReason(str(exc))
-    version = table.version()
-    seen = json.loads(cursor)["version"] if cursor else None
+    version = changes.version
+    if context is not None:
+        context.update_cursor(json.dumps({"version": version}))
     if seen is None or version <= seen:
-        if context is not None:
-            context.update_cursor(json.dumps({"version": version}))
         return SkipReason(
             f"source {feature_set.source.name!r} at version {version}: "
             + ("first tick, cursor set" if seen is None else "no new version")
         )
-    previous = type(table)(table.table_uri, version=seen, storage_options=settings.source_storage_options or None)
-    before = {f.path for f in source_files(previous, feature_set.source)}
-    added = [f for f in source_files(table, feature_set.source) if f.path not in before]
-    keys = affected_windows(feature_set, added, now)
-    requests = [
+    if not changes.ranges:
+        return SkipReason(f"source {feature_set.source.name!r} v{version}: the added files touch no complete window")
+    return [
         RunRequest(
             run_key=f"{feature_set.key}:source-v{version}:{r.keys[0]}..{r.keys[-1]}",
             tags={RANGE_START_TAG: r.keys[0], RANGE_END_TAG: r.keys[-1],
                   "feature_set": feature_set.name, "trigger": "source_sensor"},
         )
-        for r in contiguous_ranges([window_for_key(feature_set, k) for k in keys])
+        for r in changes.ranges
     ]
-    if context is not None:
-        context.update_cursor(json.dumps({"version": version}))
-    if not requests:
-        return SkipReason(f"source {feature_set.source.name!r} v{version}: the added files touch no complete window")
-    return requests
 
 
 def failure_sensor(notifier: Notifier | None = None) -> SensorDefinition:

@@ -1,4 +1,5 @@
-"""Backfills as real Dagster asset backfills: choose the windows, submit, follow to the end.
+"""Backfills as real Dagster asset backfills: submit the windows, follow to the end (which
+windows, see `planning.window_selection`).
 
 The backfill is written to the instance directly (as the webserver's "Launch backfill" does), so
 it appears under Backfills in the UI, the daemon runs it, and the asset's single-run backfill
@@ -10,20 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.execution.asset_backfill import AssetBackfillStatus
 from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, BulkActionStatus, PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
 
-from feature_pipelines.orchestration.partitions import partitions_def
 from feature_pipelines.orchestration.code_location import materialized_assets
 from feature_pipelines.errors import WindowError
-from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-from feature_pipelines.planning.source_changes import latest_event, open_source, source_files
 from feature_pipelines.spec.feature_set import FeatureSet
-from feature_pipelines.planning.windows import describe_keys, windows_between
 
 # A daemon that has not reported for this long is taken as not running.
 _DAEMON_HEARTBEAT_MAX_AGE = timedelta(minutes=2)
@@ -49,54 +46,6 @@ class BackfillProgress:
     def describe(self) -> str:
         return (f"backfill {self.backfill_id}: {self.materialized}/{self.targeted} window(s) materialized, "
                 f"{self.failed} failed, {self.in_progress} in progress [{self.status}]")
-
-
-def select_windows(
-    feature_set: FeatureSet,
-    first: str,
-    last: str,
-    *,
-    offline: DeltaOfflineStore,
-    instance: DagsterInstance,
-    only_missing: bool = False,
-    failed: bool = False,
-) -> list[str]:
-    """The windows of `first..last` to backfill: all of them, or those not yet materialized
-    (`only_missing`), or those whose last Dagster attempt failed (`failed`), or both kinds."""
-    keys = [w.key for w in windows_between(feature_set, first, last)]
-    if not (only_missing or failed):
-        return keys
-    chosen: set[str] = set()
-    if only_missing:
-        done = offline.materialized_windows(feature_set)
-        chosen |= {k for k in keys if k not in done}
-    if failed:
-        statuses = instance.get_status_by_partition(AssetKey([feature_set.key]), keys, partitions_def(feature_set)) or {}
-        chosen |= {k for k, s in statuses.items() if s is not None and s.value == "FAILED"}
-    return [k for k in keys if k in chosen]
-
-
-def check_source_reaches(
-    feature_set: FeatureSet, keys: list[str], source_root: str, storage_options: dict[str, str] | None, now: datetime
-) -> None:
-    """Refuse windows that have not closed yet, or that start after the source's newest event."""
-    windows = windows_between(feature_set, keys[0], keys[-1])
-    chosen = set(keys)
-    open_windows = [w.key for w in windows if w.key in chosen and w.end > now]
-    if open_windows:
-        raise WindowError(
-            f"windows {describe_keys(open_windows, feature_set)} of {feature_set.key} have not closed yet "
-            f"(now is {now.isoformat()}); backfill only complete windows."
-        )
-    newest = latest_event(source_files(open_source(feature_set.source, source_root, storage_options), feature_set.source))
-    ahead = [w.key for w in windows if w.key in chosen and (newest is None or w.start > newest)]
-    if ahead:
-        reached = "holds no rows" if newest is None else f"has its newest event at {newest.isoformat()}"
-        raise WindowError(
-            f"windows {describe_keys(ahead, feature_set)} of {feature_set.key} have no source data yet: source "
-            f"{feature_set.source.name!r} {reached}. Load the source data first, or pass --force to "
-            "materialize them empty."
-        )
 
 
 def submit_backfill(
@@ -178,6 +127,3 @@ def wait_for_backfill(
             raise WindowError(f"backfill {backfill_id} did not finish within {timeout_s:.0f}s; it keeps running in the daemon.")
         time.sleep(poll_s)
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -4,7 +4,6 @@ Both depend on the spec's feature set assets, so the asset graph shows their lin
 run records a materialization with the dataset's path and quality figures (a versioned output).
 """
 
-from datetime import datetime
 from typing import Optional
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, M
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
+from feature_pipelines.clock import parse_time
 from feature_pipelines.spec.catalog import Catalog
-from feature_pipelines.errors import RetrievalError
 from feature_pipelines.orchestration.metadata import dataset_metadata
 from feature_pipelines.retrieval.observations import load_observations
 from feature_pipelines.orchestration.resources import OfflineStoreResource
@@ -100,17 +99,6 @@ class _LazySpark:
 
     def __getattr__(self, name: str):
         return getattr(self._resource.spark_session, name)
-
-
-def parse_time(value: str, what: str = "as_of") -> datetime:
-    """An ISO 8601 time that must carry a time zone."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RetrievalError(f"{what} {value!r} is not an ISO 8601 time; write it like 2024-02-01T00:00:00+00:00.") from exc
-    if moment.tzinfo is None:
-        raise RetrievalError(f"{what} {value!r} has no time zone; add one, e.g. 2024-02-01T00:00:00+00:00.")
-    return moment
 
 
 def _with_suffix(output: str, output_format: str) -> str:

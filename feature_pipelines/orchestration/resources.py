@@ -6,9 +6,6 @@ cluster is configuration only.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
 from feature_pipelines.stores.online.local_redis import LocalRedisServer
-from feature_pipelines.compute.materialize import SESSION_SETTINGS
+from feature_pipelines.compute.spark_session import spark_config
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.settings import Settings
@@ -67,39 +64,6 @@ class OnlineStoreResource(ConfigurableResource):
         if self._store is None:
             raise RuntimeError("OnlineStoreResource used outside of a run")
         return self._store
-
-
-# A local session talks to itself only: keep the driver on loopback, and run Python workers
-# with this interpreter (its virtualenv has pyarrow, which Arrow-based steps need).
-LOCAL_SPARK_NETWORK = {
-    "spark.driver.host": "127.0.0.1",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.pyspark.python": sys.executable,
-}
-
-
-def spark_config(settings: Settings) -> dict[str, Any]:
-    """Spark settings: the master URL and engine defaults; FEATURESTORE_SPARK_CONF (JSON) adds more.
-
-    `SPARK_MASTER` is any master URL (`local[*]`, `spark://`, `k8s://`, `yarn`) or a Spark
-    Connect URL (`sc://host:15002`): then this process is a thin client and the driver, with
-    its own memory and network settings, runs in the Spark Connect server.
-    """
-    master = settings.spark_master
-    config: dict[str, Any] = {"spark.remote": master} if master.startswith("sc://") else {
-        "spark.master": master,
-        "spark.app.name": "feature-store",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
-    }
-    config["spark.sql.shuffle.partitions"] = os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8")
-    config.update(SESSION_SETTINGS)
-    if master.startswith("local"):
-        config.update(LOCAL_SPARK_NETWORK)
-        # PySpark reads the worker interpreter from the environment when it starts the context.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    config.update(json.loads(os.environ.get("FEATURESTORE_SPARK_CONF", "{}")))
-    return config
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:

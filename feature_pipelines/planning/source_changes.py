@@ -16,9 +16,18 @@ from deltalake import DeltaTable
 from feature_pipelines.errors import SourceError
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec.feature_set import FeatureSet, Source
-from feature_pipelines.planning.windows import Window, window_containing
+from feature_pipelines.planning.windows import Window, WindowRange, contiguous_ranges, window_containing, window_for_key
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class SourceChanges:
+    """The source's current version, and the complete windows that read files added since the
+    version seen before, as contiguous ranges (none on the first look or without a new version)."""
+
+    version: int
+    ranges: list[WindowRange]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,25 @@ def affected_windows(feature_set: FeatureSet, files: list[SourceFile], now: date
             keys.add(window.key)
             window = window_containing(feature_set, window.end)
     return sorted(keys)
+
+
+def affected_ranges(feature_set: FeatureSet, files: list[SourceFile], now: datetime) -> list[WindowRange]:
+    """`affected_windows` as contiguous ranges, so each range is recomputed in one run."""
+    return contiguous_ranges([window_for_key(feature_set, k) for k in affected_windows(feature_set, files, now)])
+
+
+def source_changes(
+    feature_set: FeatureSet, root: str, storage_options: dict[str, str] | None, seen: int | None, now: datetime
+) -> SourceChanges:
+    """What changed in the feature set's source since version `seen` (None: never looked)."""
+    table = open_source(feature_set.source, root, storage_options)
+    version = table.version()
+    if seen is None or version <= seen:
+        return SourceChanges(version, [])
+    previous = DeltaTable(table.table_uri, version=seen, storage_options=storage_options or None)
+    before = {f.path for f in source_files(previous, feature_set.source)}
+    added = [f for f in source_files(table, feature_set.source) if f.path not in before]
+    return SourceChanges(version, affected_ranges(feature_set, added, now))
 
 
 def files_changed_after(files: list[SourceFile], moment: datetime) -> list[SourceFile]:

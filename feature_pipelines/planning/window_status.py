@@ -6,23 +6,28 @@ A window is, in order of precedence:
 - stale: it is materialized, but source files it reads changed after that;
 - materialized: written to the offline store (the window log says so);
 - missing: none of the above.
+
+Pure rules: the window log entries, the run state of each window (read from Dagster by
+`orchestration.window_states`) and the source's files come in; statuses come out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from dagster import AssetKey, DagsterInstance
-
-from feature_pipelines.orchestration.partitions import partitions_def
 from feature_pipelines.errors import SourceError
-from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.planning.source_changes import SourceFile, open_source, source_files
+from feature_pipelines.planning.windows import Window, describe_keys, window_containing, windows_between
 from feature_pipelines.spec.feature_set import FeatureSet
-from feature_pipelines.planning.windows import describe_keys, window_containing, windows_between
 
-STATUSES = ("materialized", "missing", "failed", "in progress", "stale")
+MATERIALIZED = "materialized"
+MISSING = "missing"
+FAILED = "failed"
+IN_PROGRESS = "in progress"
+STALE = "stale"
+STATUSES = (MATERIALIZED, MISSING, FAILED, IN_PROGRESS, STALE)
 
 
 @dataclass(frozen=True)
@@ -34,44 +39,44 @@ class WindowStatus:
     run_id: str | None
 
 
-def window_statuses(
-    feature_set: FeatureSet,
-    offline: DeltaOfflineStore,
-    instance: DagsterInstance | None,
-    source_root: str,
-    source_storage_options: dict[str, str] | None,
-    now: datetime,
-    first: str | None = None,
-    last: str | None = None,
-) -> list[WindowStatus]:
-    """Status of each window in `first..last` (default: every complete window)."""
+def status_windows(feature_set: FeatureSet, now: datetime, first: str | None = None,
+                   last: str | None = None) -> list[Window]:
+    """The windows `first..last` (default: every complete window at `now`)."""
     given = first is not None or last is not None
     first = first or window_containing(feature_set, feature_set.partitions.start).key
     if last is None:
         last = last_complete_window(feature_set, now)
     # Keys the user gave are checked (bad keys and reversed ranges are errors); by default, a set
     # with no complete window yet simply has none.
-    windows = windows_between(feature_set, first, last) if given or first <= last else []
-    keys = [w.key for w in windows]
-    done = offline.materialized_windows(feature_set)
-    dagster = {}
-    if instance is not None and keys:
-        dagster = instance.get_status_by_partition(AssetKey([feature_set.key]), keys, partitions_def(feature_set)) or {}
-    files = _source_files(feature_set, source_root, source_storage_options)
+    return windows_between(feature_set, first, last) if given or first <= last else []
+
+
+def window_statuses(
+    feature_set: FeatureSet,
+    windows: list[Window],
+    logged: Mapping[str, Mapping],
+    files: list[SourceFile] | None,
+    run_states: Mapping[str, str | None] | None = None,
+) -> list[WindowStatus]:
+    """Status of each of `windows`. `logged` is the window log (key -> entry, as
+    `materialized_windows` returns it); `files` the source's files, None when unknown (then no
+    window is stale); `run_states` the Dagster state of a window's latest run, `IN_PROGRESS` or
+    `FAILED` (other keys and None count as neither)."""
+    states = run_states or {}
     result = []
     for window in windows:
-        entry = done.get(window.key)
-        state = dagster.get(window.key)
-        if state is not None and state.value == "IN_PROGRESS":
-            status = "in progress"
-        elif state is not None and state.value == "FAILED":
-            status = "failed"
+        entry = logged.get(window.key)
+        state = states.get(window.key)
+        if state == IN_PROGRESS:
+            status = IN_PROGRESS
+        elif state == FAILED:
+            status = FAILED
         elif entry is None:
-            status = "missing"
+            status = MISSING
         elif _changed_since(feature_set, window.start, window.end, files, _utc(entry["materialized_at"])):
-            status = "stale"
+            status = STALE
         else:
-            status = "materialized"
+            status = MATERIALIZED
         result.append(WindowStatus(
             key=window.key, status=status, rows=entry["rows"] if entry else None,
             materialized_at=_utc(entry["materialized_at"]) if entry else None, run_id=(entry or {}).get("run_id") or None,
@@ -85,7 +90,7 @@ def status_summary(feature_set: FeatureSet, statuses: list[WindowStatus]) -> str
     for status in STATUSES:
         keys = [s.key for s in statuses if s.status == status]
         if keys:
-            which = "" if status == "materialized" else describe_keys(keys, feature_set)
+            which = "" if status == MATERIALIZED else describe_keys(keys, feature_set)
             lines.append(f"| {status} | {len(keys)} | {which} |")
     return "\n".join(lines)
 
@@ -95,7 +100,8 @@ def last_complete_window(feature_set: FeatureSet, now: datetime) -> str:
     return window_containing(feature_set, window_containing(feature_set, now).start - timedelta(microseconds=1)).key
 
 
-def _source_files(feature_set: FeatureSet, root: str, options: dict[str, str] | None) -> list[SourceFile] | None:
+def staleness_files(feature_set: FeatureSet, root: str, options: dict[str, str] | None) -> list[SourceFile] | None:
+    """The source's current files, or None when it is no readable Delta table."""
     try:
         return source_files(open_source(feature_set.source, root, options), feature_set.source)
     except SourceError:

@@ -2,7 +2,8 @@
 
 `FeatureStore` is the Python API. Offline retrieval implements the as-of join of SEMANTICS.md:
 for each observation `(keys, t)` and feature set F, the F row with the same keys and the
-greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`.
+greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`. Two engines run
+it: `LocalJoin` (NumPy, in this process) and `SparkJoin` (the executors).
 """
 
 from __future__ import annotations
@@ -10,43 +11,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from deltalake import write_deltalake
 
-from feature_pipelines.spec.catalog import Catalog, load_catalog
-from feature_pipelines.stores.offline.delta_files import data_files, read_delta
-from feature_pipelines.spec.dtypes import arrow_type
-from feature_pipelines.spec.durations import epoch_micros, micros
 from feature_pipelines.errors import RetrievalError
-from feature_pipelines.retrieval.observations import (
-    ObservationFiles,
-    check_observation_schema,
-    check_observations,
-    null_timestamps_error,
-    open_observation_files,
-)
-from feature_pipelines.stores.online.codec import micros_to_datetime
+from feature_pipelines.planning.windows import describe_keys, windows_between
+from feature_pipelines.retrieval.local_engine import LocalJoin, write_frame
+from feature_pipelines.retrieval.observations import ObservationFiles, open_observations
+from feature_pipelines.retrieval.spans import FeatureSpan, feature_spans, key_range
+from feature_pipelines.settings import Settings
+from feature_pipelines.spec.catalog import Catalog, load_catalog
+from feature_pipelines.spec.durations import epoch_micros, micros
+from feature_pipelines.spec.feature_set import FeatureSet
+from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpec
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
-from feature_pipelines.retrieval.local_join import asof_indices, entity_codes, take_features
-from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpec
-from feature_pipelines.settings import Settings
-from feature_pipelines.spec.feature_set import WINDOW_KEY_COLUMN, FeatureSet
-from feature_pipelines.planning.windows import describe_keys, window_containing, windows_between
+
+if TYPE_CHECKING:
+    from feature_pipelines.retrieval.spark_engine import SparkJoin
 
 Engine = Literal["auto", "local", "spark"]
 SpecLike = RetrievalSpec | str | Path | Sequence[str]
 # Above this many observation plus feature rows, "auto" hands the join to Spark.
 LOCAL_ENGINE_MAX_ROWS = 30_000_000
-# Up to this many observations, the Spark engine broadcasts their matches (at most one per
-# observation and feature set) instead of shuffling the wide feature rows.
-BROADCAST_MAX_ROWS = 5_000_000
 
 
 class FeatureStore:
@@ -65,32 +54,20 @@ class FeatureStore:
         self.online = online
         self._spark = spark
         self.local_engine_max_rows = local_engine_max_rows
+        self._local = LocalJoin()
+        self._spark_join: SparkJoin | None = None  # built when Spark first joins: no JVM before
         self._resolved: dict[tuple, list[FeatureSelection]] = {}
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
         settings = settings or Settings.from_env()
         if online is None and settings.redis_url:
-
             online = RedisOnlineStore.from_url(settings.redis_url)
         return cls(
             load_catalog(settings.feature_defs_dir),
             DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options),
             online,
         )
-
-    @property
-    def spark(self) -> Any:
-        if self._spark is None:
-            from pyspark.sql import SparkSession
-
-            from feature_pipelines.orchestration.resources import spark_config
-
-            builder = SparkSession.builder
-            for key, value in spark_config(Settings.from_env()).items():
-                builder = builder.config(key, value)
-            self._spark = builder.getOrCreate()
-        return self._spark
 
     # --- offline --------------------------------------------------------------------------------
 
@@ -114,28 +91,16 @@ class FeatureStore:
         """
         selections = self.resolve(spec, full_names)
         moment = now or datetime.now(timezone.utc)
-        if isinstance(observations, (str, Path)):
-            stored = open_observation_files(observations)
-            check_observation_schema(stored.schema, timestamp_column, selections)
-            if stored.rows and self._spark_for_stored(engine, stored.rows):
-                return self._offline_spark_files(stored, timestamp_column, selections, output, output_format, moment)
-            frame = stored.load()
-        else:
-            frame = observations
-        t = check_observations(frame, timestamp_column, selections)
-        t_min, t_max = (t.min().floor("us").to_pydatetime(), t.max().floor("us").to_pydatetime()) if len(t) else (None, None)
-        for selection in selections:
-            if t_min is not None:
-                self._check_materialized(selection.feature_set, t_min, t_max, moment)
-        if frame.empty:
-            result = frame.assign(**{c: pd.Series([], dtype=object) for s in selections for c in s.columns})
-        elif self._choose_engine(engine, len(frame), selections, t_min, t_max) == "spark":
-            result = self._join_spark(frame, timestamp_column, selections, t_min, t_max)
-        else:
-            result = self._join_local(frame, t, selections, t_min, t_max)
-        if output is None:
-            return result
-        return write_frame(result, output, output_format)
+        source = open_observations(observations, timestamp_column, selections)
+        join = self._choose_engine(engine, source.rows if isinstance(source, ObservationFiles) else len(source))
+        loaded = join.load(source, timestamp_column, selections)
+        span = loaded.span
+        if span is not None:
+            for selection in selections:
+                self._check_materialized(selection.feature_set, *span, moment)
+        features = feature_spans(self.offline, selections, span)
+        join = self._choose_engine(engine, loaded.rows, features)
+        return join.output(join.join(loaded, features), output, output_format)
 
     def get_inference_features(
         self,
@@ -183,7 +148,7 @@ class FeatureStore:
 
     def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime) -> None:
         """Every complete window the observations can draw from must be materialized."""
-        span = self._key_range(feature_set, t_min, t_max)
+        span = key_range(feature_set, t_min, t_max)
         if span is None:
             return
         needed = [w for w in windows_between(feature_set, *span) if w.end <= now]
@@ -199,133 +164,26 @@ class FeatureStore:
         )
 
     def _choose_engine(
-        self, engine: Engine, observations: int, selections: list[FeatureSelection], t_min, t_max
-    ) -> Literal["local", "spark"]:
-        if _known_engine(engine) != "auto":
-            return engine
-        total = observations
-        for selection in selections:
-            span = self._key_range(selection.feature_set, t_min, t_max)
-            if span is not None and self.offline.exists(selection.feature_set):
-                table = self.offline.table(selection.feature_set)
-                first, last = span
-                actions = pa.table(table.get_add_actions(flatten=True))
-                part = actions.column(f"partition.{WINDOW_KEY_COLUMN}")
-                inside = pc.and_(pc.greater_equal(part, first), pc.less_equal(part, last))
-                total += int(pc.sum(pc.filter(actions.column("num_records"), inside)).as_py() or 0)
-        return "local" if total <= self.local_engine_max_rows else "spark"
+        self, engine: Engine, observations: int, features: Sequence[FeatureSpan] = ()
+    ) -> LocalJoin | SparkJoin:
+        """The engine asked for; for "auto", Spark when the observations plus the feature rows
+        they can match exceed `local_engine_max_rows`. Asked before the observations are loaded
+        (when only a stored set's size is known, and one too large for this process stays in
+        Spark), then again with the feature rows in their span."""
+        if _known_engine(engine) == "auto":
+            total = observations
+            for feature in features:
+                if total > self.local_engine_max_rows:
+                    break
+                total += feature.rows()
+            engine = "local" if total <= self.local_engine_max_rows else "spark"
+        if engine == "local":
+            return self._local
+        if self._spark_join is None:
+            from feature_pipelines.retrieval.spark_engine import SparkJoin  # imports pyspark's engine code
 
-    def _key_range(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime) -> tuple[str, str] | None:
-        """The first and last window keys that can hold a row matching observations in
-        [t_min, t_max], or None when none can (string order is time order for window keys)."""
-        first_start = feature_set.partitions.start
-        newest = t_max - feature_set.delay
-        oldest = max(first_start, t_min - feature_set.ttl) if feature_set.ttl else first_start
-        if newest < first_start or oldest > newest:
-            return None
-        return window_containing(feature_set, oldest).key, window_containing(feature_set, newest).key
-
-    def _feature_rows(self, selection: FeatureSelection, t_min: datetime, t_max: datetime) -> pa.Table:
-        feature_set = selection.feature_set
-        columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
-        span = self._key_range(feature_set, t_min, t_max)
-        if span is None or not self.offline.exists(feature_set):
-            return _empty(feature_set, columns)
-        first, last = span
-        in_span = (pc.field(WINDOW_KEY_COLUMN) >= first) & (pc.field(WINDOW_KEY_COLUMN) <= last)
-        return read_delta(self.offline.table(feature_set), columns=columns, filter=in_span,
-                          prune=[(WINDOW_KEY_COLUMN, ">=", first), (WINDOW_KEY_COLUMN, "<=", last)])
-
-    def _join_local(
-        self, frame: pd.DataFrame, t: pd.Series, selections: list[FeatureSelection], t_min, t_max
-    ) -> pd.DataFrame:
-        t_floor = _micros_floor(t)
-        t_ceil = _micros_ceil(t)
-        result = frame.copy()
-        for selection in selections:
-            feature_set = selection.feature_set
-            rows = self._feature_rows(selection, t_min, t_max)
-            keys = feature_set.entity_names
-            obs_codes, row_codes = entity_codes(
-                [_key_array(frame, k, feature_set) for k in keys], [rows.column(k).combine_chunks() for k in keys]
-            )
-            row_ts = rows.column(feature_set.timestamp).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-            cutoff = t_floor - micros(feature_set.delay)
-            oldest = t_ceil - micros(feature_set.ttl) if feature_set.ttl else None
-            indices = asof_indices(obs_codes, cutoff, oldest, row_codes, row_ts)
-            for name, column in zip(selection.columns, take_features(rows, list(selection.features), indices).values()):
-                result[name] = column.to_pandas().to_numpy()
-        return result
-
-    def _spark_for_stored(self, engine: Engine, rows: int) -> bool:
-        """Stored observations stay in Spark when asked, or when they alone exceed the local engine."""
-        engine = _known_engine(engine)
-        return engine == "spark" or (engine == "auto" and rows > self.local_engine_max_rows)
-
-    def _offline_spark_files(
-        self, stored: ObservationFiles, timestamp_column: str, selections: list[FeatureSelection],
-        output: str | Path | None, output_format: str, now: datetime,
-    ) -> pd.DataFrame | str:
-        """The whole retrieval in Spark: the observations are read, joined and written by the executors."""
-        from pyspark.sql import functions as F
-
-        from feature_pipelines.retrieval.spark_join import ROW_ID, T_CEIL, T_FLOOR
-        from feature_pipelines.retrieval.spark_observations import from_files, write_output
-
-        observations = from_files(self.spark, stored, timestamp_column)
-        nulls, t_low, t_high = observations.agg(
-            F.count_if(F.col(timestamp_column).isNull()), F.min(T_FLOOR), F.max(T_CEIL)
-        ).first()
-        if nulls:
-            raise null_timestamps_error(timestamp_column, int(nulls))
-        t_min, t_max = micros_to_datetime(int(t_low)), micros_to_datetime(int(t_high))
-        for selection in selections:
-            self._check_materialized(selection.feature_set, t_min, t_max, now)
-        joined = self.spark_join(observations, selections, t_min, t_max, broadcast_matches=stored.rows <= BROADCAST_MAX_ROWS)
-        if output is None:
-            return _spark_to_pandas(joined.drop(ROW_ID), observations.drop(ROW_ID, T_FLOOR, T_CEIL).columns, stored.schema)
-        return write_output(joined.drop(ROW_ID), str(output), output_format)
-
-    def _join_spark(
-        self, frame: pd.DataFrame, timestamp_column: str, selections: list[FeatureSelection], t_min, t_max
-    ) -> pd.DataFrame:
-        from feature_pipelines.retrieval.spark_join import ROW_ID
-        from feature_pipelines.retrieval.spark_observations import from_pandas
-
-        observations = from_pandas(self.spark, frame, timestamp_column)
-        joined = self.spark_join(observations, selections, t_min, t_max, broadcast_matches=len(frame) <= BROADCAST_MAX_ROWS)
-        out = _spark_to_pandas(joined.drop(ROW_ID), list(frame.columns), pa.Schema.from_pandas(frame.head(0), preserve_index=False))
-        out.index = frame.index
-        return out
-
-    def spark_join(self, observations, selections: list[FeatureSelection], t_min, t_max, *, broadcast_matches: bool):
-        """The as-of join as a Spark DataFrame; `observations` carries ROW_ID, T_FLOOR and T_CEIL
-        (see spark_observations), and the result is ordered by ROW_ID."""
-        from feature_pipelines.retrieval.spark_join import SparkFeatureRequest, asof_join_spark
-
-        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
-        requests = []
-        for selection in selections:
-            feature_set = selection.feature_set
-            columns = [*feature_set.entity_names, feature_set.timestamp, *selection.features]
-            rows = self._spark_rows(selection, t_min, t_max, columns)
-            requests.append(SparkFeatureRequest(
-                feature_set.entity_names, rows, feature_set.timestamp, list(selection.features),
-                list(selection.columns), feature_set.delay, feature_set.ttl,
-            ))
-        return asof_join_spark(observations, requests, broadcast_matches=broadcast_matches)
-
-    def _spark_rows(self, selection: FeatureSelection, t_min, t_max, columns: list[str]):
-        feature_set = selection.feature_set
-        files = []
-        span = self._key_range(feature_set, t_min, t_max)
-        if span is not None and self.offline.exists(feature_set):
-            table = self.offline.table(feature_set)
-            first, last = span
-            files = data_files(table, partition_column=WINDOW_KEY_COLUMN, first_partition=first, last_partition=last)
-        if not files:
-            return self.spark.createDataFrame([], _spark_schema(feature_set, columns))
-        return self.spark.read.option("basePath", table.table_uri).parquet(*files).select(*columns)
+            self._spark_join = SparkJoin(self._spark)
+        return self._spark_join
 
     # --- online ---------------------------------------------------------------------------------
 
@@ -383,70 +241,7 @@ class FeatureStore:
         return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
 
 
-def _empty(feature_set: FeatureSet, columns: list[str]) -> pa.Table:
-    from feature_pipelines.stores.offline.delta_store import offline_schema
-
-    schema = offline_schema(feature_set)
-    return pa.schema([schema.field(c) for c in columns]).empty_table()
-
-
-def _spark_schema(feature_set: FeatureSet, columns: list[str]):
-    from pyspark.sql import types as T
-
-    from feature_pipelines.spec.dtypes import spark_type
-
-    dtypes = {e.name: e.dtype for e in feature_set.entities} | {f.name: f.dtype for f in feature_set.features}
-    dtypes[feature_set.timestamp] = "timestamp"
-    return T.StructType([T.StructField(c, spark_type(dtypes[c]), True) for c in columns])
-
-
-def _key_array(frame: pd.DataFrame, column: str, feature_set: FeatureSet) -> pa.Array:
-    """An observation key column as Arrow, in the type the feature set stores the key in."""
-    dtype = next(e.dtype for e in feature_set.entities if e.name == column)
-    values = pa.array(frame[column], from_pandas=True)
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    try:
-        return values.cast(arrow_type(dtype))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise RetrievalError(
-            f"observation column {column!r} has type {values.type}, but feature set {feature_set.key} keys "
-            f"{column!r} as {dtype}; convert the column (e.g. frame[{column!r}].astype(str))."
-        ) from exc
-
-
-def _micros_floor(t: pd.Series) -> np.ndarray:
-    return t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1000
-
-
-def _micros_ceil(t: pd.Series) -> np.ndarray:
-    return -((-t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)) // 1000)
-
-
 def _known_engine(engine: str) -> str:
     if engine not in ("auto", "local", "spark"):
         raise RetrievalError(f"engine {engine!r} is unknown; use 'auto', 'local' or 'spark'.")
     return engine
-
-
-def _spark_to_pandas(joined, observation_columns: list[str], schema: pa.Schema) -> pd.DataFrame:
-    """Collect a Spark result; time-zone-aware observation columns come back UTC-aware."""
-    out = joined.toPandas()
-    for column in observation_columns:
-        field_type = schema.field(column).type if column in schema.names else None
-        if field_type is not None and pa.types.is_timestamp(field_type) and field_type.tz and out[column].dt.tz is None:
-            out[column] = out[column].dt.tz_localize("UTC")
-    return out
-
-
-def write_frame(frame: pd.DataFrame, output: str | Path, output_format: str) -> str:
-    """Write a retrieval result as one Parquet file or a Delta table; return the path."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if output_format == "delta":
-        write_deltalake(str(output), table, mode="overwrite")
-    elif output_format == "parquet":
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, str(output))
-    else:
-        raise RetrievalError(f"output format {output_format!r} is unknown; use 'parquet' or 'delta'.")
-    return str(output)

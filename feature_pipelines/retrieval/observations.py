@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -68,6 +68,51 @@ def load_observations(observations: pd.DataFrame | str | Path) -> pd.DataFrame:
     if isinstance(observations, pd.DataFrame):
         return observations
     return open_observation_files(observations).load()
+
+
+def open_observations(
+    observations: pd.DataFrame | str | Path, timestamp_column: str, selections: list[FeatureSelection]
+) -> pd.DataFrame | ObservationFiles:
+    """A frame as given, or stored observations known from their metadata, their columns checked
+    (a frame's columns are checked with its values, when it is loaded)."""
+    if isinstance(observations, pd.DataFrame):
+        return observations
+    stored = open_observation_files(observations)
+    check_observation_schema(stored.schema, timestamp_column, selections)
+    return stored
+
+
+@dataclass(frozen=True)
+class FrameObservations:
+    """Checked observations in a pandas frame, with their times in UTC."""
+
+    frame: pd.DataFrame
+    t: pd.Series
+    timestamp_column: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    @property
+    def span(self) -> tuple[datetime, datetime] | None:
+        """The earliest and latest observation time in whole microseconds (rounded down), or
+        None without observations."""
+        if not len(self.t):
+            return None
+        return self.t.min().floor("us").to_pydatetime(), self.t.max().floor("us").to_pydatetime()
+
+    def without_matches(self, selections: list[FeatureSelection]) -> pd.DataFrame:
+        """The (empty) observations with empty columns for the requested features."""
+        return self.frame.assign(**{c: pd.Series([], dtype=object) for s in selections for c in s.columns})
+
+
+def load_frame(
+    source: pd.DataFrame | ObservationFiles, timestamp_column: str, selections: list[FeatureSelection]
+) -> FrameObservations:
+    """Observations (from `open_observations`) as a checked pandas frame."""
+    frame = source.load() if isinstance(source, ObservationFiles) else source
+    return FrameObservations(frame, check_observations(frame, timestamp_column, selections), timestamp_column)
 
 
 def check_observation_schema(schema: pa.Schema, timestamp_column: str, selections: list[FeatureSelection]) -> None:

@@ -285,6 +285,20 @@ Transform = Callable[["DataFrame", WindowContext], "DataFrame"]
 
 
 @dataclass(frozen=True)
+class VersionRef:
+    """A feature set version by name and number: all the stores need to find its data, and all
+    there is of a version no longer declared (retiring one)."""
+
+    name: str
+    version: int
+
+    @property
+    def key(self) -> str:
+        """The version's identity across stores: `name_vVERSION`."""
+        return f"{self.name}_v{self.version}"
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     """A named, versioned set of features computed from one source, per window.
 
@@ -466,9 +480,13 @@ class FeatureSet:
 
     # Derived values, parsed once here so the rest of the code never sees strings.
     @property
+    def ref(self) -> VersionRef:
+        return VersionRef(self.name, self.version)
+
+    @property
     def key(self) -> str:
         """The feature set's identity across stores: `name_vVERSION`."""
-        return f"{self.name}_v{self.version}"
+        return self.ref.key
 
     @property
     def entity_names(self) -> list[str]:
@@ -532,6 +550,11 @@ class FeatureSet:
             "source_delay": format_duration(self.delay),
             "compute": "aggregates" if self.aggregates else ("transform" if self.transform else "passthrough"),
         }
+
+
+# What the stores address a version by: its spec, or only its name and number (both carry
+# `name`, `version` and `key`).
+Versioned = VersionRef | FeatureSet
 
 
 def iter_feature_sets(values: Iterable[Any]) -> list[FeatureSet]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import PublishResult, RedisOnlineStore
-from feature_pipelines.spec.feature_set import WINDOW_KEY_COLUMN, FeatureSet
+from feature_pipelines.spec.feature_set import FeatureSet
 
 _BATCH_ROWS = 50_000
 
@@ -29,7 +27,8 @@ def publish_windows(
     With `repair`, windows that passed their checks offline but were never published (a crash
     between the two steps, Redis down or emptied) are published too; `PublishResult.repaired`
     names them. Publishing is idempotent: the newer-wins rule makes repeats harmless."""
-    if not offline.exists(feature_set):
+    table = offline.open(feature_set)
+    if not table.exists:
         return PublishResult(rows=0, written=0)
     repaired: list[str] = []
     if repair:
@@ -37,8 +36,7 @@ def publish_windows(
         repaired = [k for k in offline.publishable_windows(feature_set) if k not in done and k not in window_keys]
     keys = sorted({*window_keys, *repaired})
     columns = [*feature_set.entity_names, feature_set.timestamp, *feature_set.feature_names]
-    rows = read_delta(offline.table(feature_set), columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys),
-                      prune=[(WINDOW_KEY_COLUMN, "in", keys)])
+    rows = table.read(keys, columns=columns)
     result = online.publish(feature_set, latest_per_entity(feature_set, rows).to_batches(max_chunksize=_BATCH_ROWS))
     online.mark_published(feature_set, keys)
     return replace(result, repaired=tuple(repaired))

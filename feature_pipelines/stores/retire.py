@@ -13,6 +13,7 @@ from feature_pipelines.spec.catalog import Catalog
 from feature_pipelines.errors import CatalogError
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore, namespace
+from feature_pipelines.spec.feature_set import VersionRef
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 
 
@@ -20,26 +21,26 @@ from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 class Retirement:
     """What retiring a version will delete."""
 
-    name: str
-    version: int
+    ref: VersionRef
     table_uri: str
     windows: int
     rows: int
     online_keys: int
 
     def summary(self) -> str:
-        return (f"{self.name} v{self.version}: offline table {self.table_uri} ({self.windows} window(s), "
+        return (f"{self.ref.name} v{self.ref.version}: offline table {self.table_uri} ({self.windows} window(s), "
                 f"{self.rows} rows) and its window log; {self.online_keys} online value(s) "
-                f"({namespace(self.name, self.version)}*)")
+                f"({namespace(self.ref)}*)")
 
 
 def plan_retirement(
-    name: str, version: int, catalog: Catalog, specs: list[RetrievalSpec], offline: DeltaOfflineStore,
+    ref: VersionRef, catalog: Catalog, specs: list[RetrievalSpec], offline: DeltaOfflineStore,
     online: RedisOnlineStore,
 ) -> Retirement:
     """Check that the version may be retired and count what it holds."""
+    name, version = ref.name, ref.version
     for feature_set in catalog:
-        if feature_set.name == name and feature_set.version == version:
+        if feature_set.ref == ref:
             raise CatalogError(
                 f"{name} v{version} is still declared in {catalog.file_of(feature_set)}; remove that "
                 "declaration first (its asset, schedule and sensor would otherwise stay), then retire it."
@@ -48,12 +49,12 @@ def plan_retirement(
     if users:
         raise CatalogError(f"{name} v{version} is used by retrieval spec(s) {', '.join(sorted(users))}; "
                            f"move them to another version first.")
-    windows = offline.logged_windows(name, version)
+    windows = offline.materialized_windows(ref)
     retirement = Retirement(
-        name=name, version=version, table_uri=offline.version_uri(name, version), windows=len(windows),
-        rows=sum(int(w["rows"]) for w in windows.values()), online_keys=online.count_version(name, version),
+        ref=ref, table_uri=offline.table_uri(ref), windows=len(windows),
+        rows=sum(int(w["rows"]) for w in windows.values()), online_keys=online.count(ref),
     )
-    if not windows and not retirement.online_keys and not offline.version_exists(name, version):
+    if not windows and not retirement.online_keys and not offline.exists(ref):
         raise CatalogError(f"nothing is stored for {name} v{version} (offline root {offline.root}); "
                            "check the name and version.")
     return retirement
@@ -62,7 +63,7 @@ def plan_retirement(
 def retire(retirement: Retirement, offline: DeltaOfflineStore, online: RedisOnlineStore) -> int:
     """Delete the version from both stores: online first (it stops being served), then offline.
     Return the number of online keys deleted."""
-    deleted = online.delete_version(retirement.name, retirement.version)
-    offline.delete_version(retirement.name, retirement.version)
+    deleted = online.delete_version(retirement.ref)
+    offline.delete_version(retirement.ref)
     return deleted
 

@@ -1,6 +1,6 @@
-"""Read Delta tables: select the Parquet files that can hold rows of interest, from the Delta
-log (Spark then reads just those files and needs no Delta support of its own), and open tables
-as pyarrow datasets.
+"""Open and read Delta tables: open one with its storage options, select the Parquet files
+that can hold rows of interest from the Delta log (Spark then reads just those files and needs
+no Delta support of its own), and read tables as pyarrow datasets.
 """
 
 from __future__ import annotations
@@ -17,6 +17,20 @@ from deltalake import DeltaTable
 
 # Reader features that change how Parquet files map to rows; reading raw files would be wrong.
 UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
+
+
+def open_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable:
+    """The Delta table at `uri` (empty storage options count as none)."""
+    return DeltaTable(uri, storage_options=storage_options or None)
+
+
+def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    return DeltaTable.is_deltatable(uri, storage_options=storage_options or None)
+
+
+def find_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
+    """The Delta table at `uri`, or None when there is none."""
+    return open_table(uri, storage_options) if table_exists(uri, storage_options) else None
 
 
 def data_files(

@@ -18,13 +18,13 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction
 
-from feature_pipelines.stores.offline.delta_files import local_path, read_delta
+from feature_pipelines.stores.offline.delta_files import find_table, local_path, open_table, read_delta, table_exists
 from feature_pipelines.spec.dtypes import arrow_type
 from feature_pipelines.errors import OfflineStoreError, VersionConflictError
 from feature_pipelines.faults import OFFLINE_MID_WRITE, fault_point
 from feature_pipelines.spec.fingerprint import DEFINITION_PROPERTY, FINGERPRINT_PROPERTY, changed_fields, definition, fingerprint
 from feature_pipelines.settings import resolve_path
-from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet
+from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet, Versioned
 
 
 # A window's blocking-check verdict in the window log: written as pending with the data, then
@@ -45,139 +45,48 @@ def offline_schema(feature_set: FeatureSet) -> pa.Schema:
 
 @dataclass(frozen=True)
 class DeltaOfflineStore:
-    """Delta tables under `root`: `<root>/<name>/v<version>`."""
+    """Delta tables under `root`: `<root>/<name>/v<version>`, and each version's window log.
+
+    Where a version's data lives, its window log and retiring it need only its name and number
+    (`VersionRef`); reading and writing rows go through `open`, which checks the spec."""
 
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
 
-    def table_uri(self, feature_set: FeatureSet) -> str:
-        return self.version_uri(feature_set.name, feature_set.version)
-
-    def version_uri(self, name: str, version: int) -> str:
+    def table_uri(self, ref: Versioned) -> str:
         """Where a version's table lives; known without its spec (for retiring undeclared versions)."""
-        return resolve_path(self.root, f"{name}/v{version}")
+        return resolve_path(self.root, f"{ref.name}/v{ref.version}")
 
-    def version_log_uri(self, name: str, version: int) -> str:
-        return resolve_path(self.root, f"_windows/{name}/v{version}")
+    def window_log_uri(self, ref: Versioned) -> str:
+        """A small Delta table recording every window written: the windows are known even when empty."""
+        return resolve_path(self.root, f"_windows/{ref.name}/v{ref.version}")
 
-    def exists(self, feature_set: FeatureSet) -> bool:
-        return self.version_exists(feature_set.name, feature_set.version)
+    def exists(self, ref: Versioned) -> bool:
+        return table_exists(self.table_uri(ref), self.storage_options)
 
-    def version_exists(self, name: str, version: int) -> bool:
-        return DeltaTable.is_deltatable(self.version_uri(name, version), storage_options=self.storage_options or None)
+    def open(self, feature_set: FeatureSet) -> OfflineTable:
+        """The version's table, opened once and refused when the spec no longer matches the
+        definition it was materialized with (every read and write comes through here)."""
+        table = find_table(self.table_uri(feature_set), self.storage_options)
+        if table is not None:
+            _check_pinned(table, feature_set)
+        return OfflineTable(self, feature_set, table)
 
-    def table(self, feature_set: FeatureSet) -> DeltaTable:
-        """The version's table, refused when the spec no longer matches the definition it was
-        materialized with (every read and write comes through here)."""
-        if not self.exists(feature_set):
-            raise OfflineStoreError(
-                f"feature set {feature_set.key} has no offline table at {self.table_uri(feature_set)}; "
-                "materialize some windows first."
-            )
-        table = DeltaTable(self.table_uri(feature_set), storage_options=self.storage_options or None)
-        _check_pinned(table, feature_set)
-        return table
-
-    def check_definition(self, feature_set: FeatureSet) -> None:
-        """Raise VersionConflictError if this version was materialized with another definition."""
-        if self.exists(feature_set):
-            self.table(feature_set)
-
-    def _create(self, feature_set: FeatureSet, schema: pa.Schema) -> None:
+    def _create(self, feature_set: FeatureSet) -> DeltaTable:
         """An empty table pinned to the spec's definition, before any data is written to it."""
         table = DeltaTable.create(
-            self.table_uri(feature_set), schema, partition_by=[WINDOW_KEY_COLUMN], name=feature_set.key,
-            description=feature_set.description or None, storage_options=self.storage_options or None,
+            self.table_uri(feature_set), offline_schema(feature_set), partition_by=[WINDOW_KEY_COLUMN],
+            name=feature_set.key, description=feature_set.description or None,
+            storage_options=self.storage_options or None,
         )
         _pin(table, feature_set)
+        return table
 
-    def window_log_uri(self, feature_set: FeatureSet) -> str:
-        """A small Delta table recording every window written: the windows are known even when empty."""
-        return self.version_log_uri(feature_set.name, feature_set.version)
-
-    def replace_windows(
-        self,
-        feature_set: FeatureSet,
-        batches: Iterable[pa.RecordBatch],
-        window_keys: Iterable[str],
-        commit_metadata: dict[str, str] | None = None,
-        rows_per_window: dict[str, int] | None = None,
-    ) -> int:
-        """Replace exactly `window_keys` with Arrow `batches`, written by delta-rs from this
-        process, in one commit; return the new table version."""
-        schema = offline_schema(feature_set)
-        reader = pa.RecordBatchReader.from_batches(schema, _conformed(batches, schema))
-
-        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
-            write_deltalake(
-                table, reader, mode="overwrite", predicate=predicate, partition_by=[WINDOW_KEY_COLUMN],
-                commit_properties=CommitProperties(custom_metadata=metadata),
-            )
-
-        return self._replace(feature_set, window_keys, write, commit_metadata, rows_per_window)
-
-    def commit_files(
-        self,
-        feature_set: FeatureSet,
-        actions: list[AddAction],
-        window_keys: Iterable[str],
-        commit_metadata: dict[str, str] | None = None,
-        rows_per_window: dict[str, int] | None = None,
-    ) -> int:
-        """Replace exactly `window_keys` with Parquet files already written into the table's
-        location (by Spark executors, see `spark_delta_write`), in one commit; return the new
-        table version. Only the files' descriptions pass through this process."""
-        schema = offline_schema(feature_set)
-
-        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
-            fault_point(OFFLINE_MID_WRITE)  # the files are in place, nothing is committed
-            table.create_write_transaction(
-                actions, mode="overwrite", schema=schema, partition_by=[WINDOW_KEY_COLUMN],
-                partition_filters=[(WINDOW_KEY_COLUMN, "in", keys)],
-                commit_properties=CommitProperties(custom_metadata=metadata),
-            )
-
-        return self._replace(feature_set, window_keys, write, commit_metadata, rows_per_window)
-
-    def _replace(
-        self,
-        feature_set: FeatureSet,
-        window_keys: Iterable[str],
-        write: Callable[[DeltaTable, str, list[str], dict[str, str]], None],
-        commit_metadata: dict[str, str] | None,
-        rows_per_window: dict[str, int] | None,
-    ) -> int:
-        """Create and pin the table when new, check it, run `write` (one commit replacing the
-        windows), then log the windows.
-
-        The window log is appended after the data commit: a crash in between leaves windows
-        that hold data but read as missing, which a re-run repairs; never the reverse.
-        """
-        keys = sorted(set(window_keys))
-        if not keys:
-            raise OfflineStoreError(f"feature set {feature_set.key}: no windows given to replace.")
-        uri = self.table_uri(feature_set)
-        metadata = {"feature_set": feature_set.key, "windows": json.dumps(keys), **(commit_metadata or {})}
-        try:
-            if not self.exists(feature_set):
-                self._create(feature_set, offline_schema(feature_set))
-            table = self.table(feature_set)
-            _check_schema(table, feature_set, uri)  # before adopting an unpinned table: never pin a mismatch
-            if FINGERPRINT_PROPERTY not in table.metadata().configuration:
-                _pin(table, feature_set)  # written before versions were pinned, or created by a run that died
-                table = self.table(feature_set)
-            write(table, f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})", keys, metadata)
-        except DeltaError as exc:
-            raise OfflineStoreError(
-                f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {uri} failed: {exc}. "
-                "The table is unchanged; fix the cause and re-run."
-            ) from exc
-        version = DeltaTable(uri, storage_options=self.storage_options or None).version()
-        self._log_windows(feature_set, keys, rows_per_window or {}, version, metadata)
-        return version
+    def _window_log(self, ref: Versioned) -> DeltaTable | None:
+        return find_table(self.window_log_uri(ref), self.storage_options)
 
     def _log_windows(
-        self, feature_set: FeatureSet, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str],
+        self, ref: Versioned, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str],
         checks: str = CHECKS_PENDING,
     ) -> None:
         now = datetime.now(timezone.utc)
@@ -192,99 +101,214 @@ class DeltaOfflineStore:
             }
         )
         # schema_mode="merge": logs written before the `checks` column existed gain it (null there).
-        write_deltalake(self.window_log_uri(feature_set), log, mode="append", schema_mode="merge",
+        write_deltalake(self.window_log_uri(ref), log, mode="append", schema_mode="merge",
                         storage_options=self.storage_options or None)
 
-    def record_checks(self, feature_set: FeatureSet, window_keys: Iterable[str], passed: bool) -> None:
+    def record_checks(self, ref: Versioned, window_keys: Iterable[str], passed: bool) -> None:
         """Record the blocking checks' verdict on windows just written: only windows whose checks
         passed are ever published online by repair (see `publishable_windows`)."""
-        logged = self.materialized_windows(feature_set)
+        logged = self.materialized_windows(ref)
         keys = [k for k in sorted(set(window_keys)) if k in logged]
         for version in sorted({logged[k]["table_version"] for k in keys}):
             batch = [k for k in keys if logged[k]["table_version"] == version]
-            self._log_windows(feature_set, batch, {k: logged[k]["rows"] for k in batch}, version,
+            self._log_windows(ref, batch, {k: logged[k]["rows"] for k in batch}, version,
                               {"run_id": logged[batch[0]]["run_id"]}, CHECKS_PASSED if passed else CHECKS_FAILED)
 
-    def publishable_windows(self, feature_set: FeatureSet) -> list[str]:
+    def publishable_windows(self, ref: Versioned) -> list[str]:
         """Windows written whose blocking checks passed (or that predate check records)."""
-        return sorted(k for k, e in self.materialized_windows(feature_set).items()
+        return sorted(k for k, e in self.materialized_windows(ref).items()
                       if e.get("checks") in (CHECKS_PASSED, None))
 
-    def delete_windows(self, feature_set: FeatureSet, window_keys: Iterable[str]) -> None:
+    def materialized_windows(self, ref: Versioned) -> dict[str, dict]:
+        """Every window ever written, with its latest row count, table version and time (from
+        the window log alone: the version may no longer be declared)."""
+        table = self._window_log(ref)
+        if table is None:
+            return {}
+        latest: dict[str, dict] = {}
+        for entry in sorted(read_delta(table).to_pylist(), key=lambda e: (e["table_version"], e["materialized_at"])):
+            latest[entry[WINDOW_KEY_COLUMN]] = entry
+        return latest
+
+    def delete_version(self, ref: Versioned) -> None:
+        """Delete a version's window log, then its table. Local folders are removed; on an object
+        store every row is deleted and vacuumed at once, leaving only an empty Delta log."""
+        for uri in (self.window_log_uri(ref), self.table_uri(ref)):
+            if not table_exists(uri, self.storage_options):
+                continue
+            path = local_path(uri)
+            if path is not None:
+                shutil.rmtree(path)
+                continue
+            table = open_table(uri, self.storage_options)
+            table.delete()
+            table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+
+
+class OfflineTable:
+    """A feature set version's offline table as one run sees it: opened and checked against the
+    spec once (`DeltaOfflineStore.open`), missing until the first write creates it.
+
+    A run writes, checks and reads its windows through one of these, so the table's log and
+    pinned definition are read once per run rather than once per step."""
+
+    def __init__(self, store: DeltaOfflineStore, feature_set: FeatureSet, table: DeltaTable | None):
+        self.store = store
+        self.feature_set = feature_set
+        self._table = table
+
+    @property
+    def uri(self) -> str:
+        return self.store.table_uri(self.feature_set)
+
+    @property
+    def exists(self) -> bool:
+        return self._table is not None
+
+    @property
+    def delta(self) -> DeltaTable:
+        """The Delta table; refused when no windows were ever written."""
+        if self._table is None:
+            raise OfflineStoreError(
+                f"feature set {self.feature_set.key} has no offline table at {self.uri}; "
+                "materialize some windows first."
+            )
+        return self._table
+
+    def columns(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(column, type) of the table as stored, and as the spec gives them."""
+        actual = [(f.name, str(f.type)) for f in pa.schema(self.delta.schema().to_arrow())]
+        return actual, [(f.name, str(f.type)) for f in offline_schema(self.feature_set)]
+
+    def window_keys(self) -> list[str]:
+        """The windows present in the table (those holding at least one row)."""
+        if self._table is None:
+            return []
+        return sorted({p[WINDOW_KEY_COLUMN] for p in self._table.partitions()})
+
+    def read(self, window_keys: Iterable[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows of the table, optionally only those of `window_keys`, optionally only `columns`."""
+        table = self.delta
+        if window_keys is None:
+            return read_delta(table, columns=columns)
+        keys = list(window_keys)
+        if not keys:
+            empty = offline_schema(self.feature_set).empty_table()
+            return empty if columns is None else empty.select(columns)
+        return read_delta(table, columns=columns, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys),
+                          prune=[(WINDOW_KEY_COLUMN, "in", keys)])
+
+    def replace_windows(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        window_keys: Iterable[str],
+        commit_metadata: dict[str, str] | None = None,
+        rows_per_window: dict[str, int] | None = None,
+    ) -> int:
+        """Replace exactly `window_keys` with Arrow `batches`, written by delta-rs from this
+        process, in one commit; return the new table version."""
+        schema = offline_schema(self.feature_set)
+        reader = pa.RecordBatchReader.from_batches(schema, _conformed(batches, schema))
+
+        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
+            write_deltalake(
+                table, reader, mode="overwrite", predicate=predicate, partition_by=[WINDOW_KEY_COLUMN],
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+
+        return self._replace(window_keys, write, commit_metadata, rows_per_window)
+
+    def commit_files(
+        self,
+        actions: list[AddAction],
+        window_keys: Iterable[str],
+        commit_metadata: dict[str, str] | None = None,
+        rows_per_window: dict[str, int] | None = None,
+    ) -> int:
+        """Replace exactly `window_keys` with Parquet files already written into the table's
+        location (by Spark executors, see `spark_delta_write`), in one commit; return the new
+        table version. Only the files' descriptions pass through this process."""
+        schema = offline_schema(self.feature_set)
+
+        def write(table: DeltaTable, predicate: str, keys: list[str], metadata: dict[str, str]) -> None:
+            fault_point(OFFLINE_MID_WRITE)  # the files are in place, nothing is committed
+            table.create_write_transaction(
+                actions, mode="overwrite", schema=schema, partition_by=[WINDOW_KEY_COLUMN],
+                partition_filters=[(WINDOW_KEY_COLUMN, "in", keys)],
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+
+        return self._replace(window_keys, write, commit_metadata, rows_per_window)
+
+    def delete_windows(self, window_keys: Iterable[str]) -> None:
         """Remove windows: first from the window log (they read as missing), then their rows, so
         a crash in between never leaves a window marked materialized without its data."""
         keys = sorted(set(window_keys))
         if not keys:
             return
         predicate = f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})"
-        options = self.storage_options or None
-        log_uri = self.window_log_uri(feature_set)
-        if DeltaTable.is_deltatable(log_uri, storage_options=options):
-            DeltaTable(log_uri, storage_options=options).delete(predicate)
-        if self.exists(feature_set):
-            self.table(feature_set).delete(predicate)
+        log = self.store._window_log(self.feature_set)
+        if log is not None:
+            log.delete(predicate)
+        if self._table is not None:
+            self._table.delete(predicate)
 
-    def materialized_windows(self, feature_set: FeatureSet) -> dict[str, dict]:
-        """Every window ever written, with its latest row count, table version and time."""
-        return self.logged_windows(feature_set.name, feature_set.version)
+    def _replace(
+        self,
+        window_keys: Iterable[str],
+        write: Callable[[DeltaTable, str, list[str], dict[str, str]], None],
+        commit_metadata: dict[str, str] | None,
+        rows_per_window: dict[str, int] | None,
+    ) -> int:
+        """Create and pin the table when new, check it, run `write` (one commit replacing the
+        windows), then log the windows.
 
-    def logged_windows(self, name: str, version: int) -> dict[str, dict]:
-        """`materialized_windows` of a version known only by name (it may no longer be declared)."""
-        uri = self.version_log_uri(name, version)
-        if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
-            return {}
-        log = read_delta(DeltaTable(uri, storage_options=self.storage_options or None)).to_pylist()
-        latest: dict[str, dict] = {}
-        for entry in sorted(log, key=lambda e: (e["table_version"], e["materialized_at"])):
-            latest[entry[WINDOW_KEY_COLUMN]] = entry
-        return latest
-
-    def delete_version(self, name: str, version: int) -> None:
-        """Delete a version's window log, then its table. Local folders are removed; on an object
-        store every row is deleted and vacuumed at once, leaving only an empty Delta log."""
-        for uri in (self.version_log_uri(name, version), self.version_uri(name, version)):
-            if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options or None):
-                continue
-            path = local_path(uri)
-            if path is not None:
-                shutil.rmtree(path)
-                continue
-            table = DeltaTable(uri, storage_options=self.storage_options or None)
-            table.delete()
-            table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-
-    def window_keys(self, feature_set: FeatureSet) -> list[str]:
-        """The windows present in the table (those holding at least one row)."""
-        if not self.exists(feature_set):
-            return []
-        partitions = self.table(feature_set).partitions()
-        return sorted({p[WINDOW_KEY_COLUMN] for p in partitions})
-
-    def read(self, feature_set: FeatureSet, window_keys: Iterable[str] | None = None) -> pa.Table:
-        """Rows of the table, optionally only those of `window_keys`."""
-        table = self.table(feature_set)
-        if window_keys is None:
-            return read_delta(table)
-        keys = list(window_keys)
+        The window log is appended after the data commit: a crash in between leaves windows
+        that hold data but read as missing, which a re-run repairs; never the reverse.
+        """
+        feature_set = self.feature_set
+        keys = sorted(set(window_keys))
         if not keys:
-            return offline_schema(feature_set).empty_table()
-        return read_delta(table, filter=pc.field(WINDOW_KEY_COLUMN).isin(keys), prune=[(WINDOW_KEY_COLUMN, "in", keys)])
+            raise OfflineStoreError(f"feature set {feature_set.key}: no windows given to replace.")
+        metadata = {"feature_set": feature_set.key, "windows": json.dumps(keys), **(commit_metadata or {})}
+        try:
+            table = self._latest()
+            self._check_schema()  # before adopting an unpinned table: never pin a mismatch
+            if FINGERPRINT_PROPERTY not in table.metadata().configuration:
+                _pin(table, feature_set)  # written before versions were pinned, or created by a run that died
+            write(table, f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})", keys, metadata)
+        except DeltaError as exc:
+            raise OfflineStoreError(
+                f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {self.uri} failed: {exc}. "
+                "The table is unchanged; fix the cause and re-run."
+            ) from exc
+        table.update_incremental()  # to the commit just made (a file commit does not move the object)
+        version = table.version()
+        self.store._log_windows(feature_set, keys, rows_per_window or {}, version, metadata)
+        return version
 
+    def _latest(self) -> DeltaTable:
+        """The table at its newest version, created and pinned when no run wrote it yet. Its pin
+        is checked again only when another writer committed since it was opened."""
+        opened = None if self._table is None else self._table.version()
+        if self._table is None:
+            self._table = find_table(self.uri, self.store.storage_options)
+        else:
+            self._table.update_incremental()
+        if self._table is None:
+            self._table = self.store._create(self.feature_set)
+        elif self._table.version() != opened:
+            _check_pinned(self._table, self.feature_set)
+        return self._table
 
-def table_columns(table: DeltaTable, feature_set: FeatureSet) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(column, type) of the table as stored, and as the spec gives them."""
-    actual = [(f.name, str(f.type)) for f in pa.schema(table.schema().to_arrow())]
-    return actual, [(f.name, str(f.type)) for f in offline_schema(feature_set)]
-
-
-def _check_schema(table: DeltaTable, feature_set: FeatureSet, uri: str) -> None:
-    actual, expected = table_columns(table, feature_set)
-    if actual != expected:
-        raise OfflineStoreError(
-            f"feature set {feature_set.key}: the offline table at {uri} was written with columns "
-            f"{[name for name, _ in actual]} but the spec now gives {[name for name, _ in expected]}. "
-            f"A materialized version is immutable: declare the change as version {feature_set.version + 1}."
-        )
+    def _check_schema(self) -> None:
+        actual, expected = self.columns()
+        if actual != expected:
+            raise OfflineStoreError(
+                f"feature set {self.feature_set.key}: the offline table at {self.uri} was written with columns "
+                f"{[name for name, _ in actual]} but the spec now gives {[name for name, _ in expected]}. "
+                f"A materialized version is immutable: declare the change as version {self.feature_set.version + 1}."
+            )
 
 
 def _pin(table: DeltaTable, feature_set: FeatureSet) -> None:

@@ -36,7 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from feature_pipelines.stores.offline.delta_files import local_path
+from feature_pipelines.stores.offline.delta_files import find_table, local_path
 
 RUN_FOLDER_PREFIX = "run-"
 # Hadoop settings for the write only: no `_SUCCESS` marker (no Delta reader wants it) and, on a
@@ -133,16 +133,16 @@ def write_table(spark: SparkSession, rows: DataFrame, uri: str, storage_options:
         files.write(rows)
         actions = files.add_actions()
         schema = to_arrow_schema(rows.schema, timezone="UTC")
-        if DeltaTable.is_deltatable(uri, storage_options=storage_options):
-            table = DeltaTable(uri, storage_options=storage_options)
-        else:
+        table = find_table(uri, storage_options)
+        if table is None:
             table = DeltaTable.create(uri, schema, storage_options=storage_options)
         table.create_write_transaction(actions, mode="overwrite", schema=schema,
                                        commit_properties=CommitProperties(custom_metadata={"writer": "feature-store"}))
     except BaseException:
         files.remove()
         raise
-    return DeltaTable(uri, storage_options=storage_options).version()
+    table.update_incremental()  # to the commit just made (a file commit does not move the object)
+    return table.version()
 
 
 def _partition_values(relative: str) -> Iterator[tuple[str, str | None]]:

@@ -14,10 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltalake import DeltaTable
-
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-from feature_pipelines.stores.offline.delta_files import local_path
+from feature_pipelines.stores.offline.delta_files import find_table, local_path, open_table
 from feature_pipelines.stores.offline.executor_write import RUN_FOLDER_PREFIX
 from feature_pipelines.spec.feature_set import FeatureSet
 
@@ -43,13 +41,13 @@ def maintain_table(uri: str, storage_options: dict[str, str] | None = None,
     """Compact small files (per window partition), write a checkpoint, drop expired log
     files and vacuum unreferenced data files older than `retention_hours`. None when there is
     no table at `uri`."""
-    if not DeltaTable.is_deltatable(uri, storage_options=storage_options or None):
-        return None
     started = time.perf_counter()
-    table = DeltaTable(uri, storage_options=storage_options or None)
+    table = find_table(uri, storage_options)
+    if table is None:
+        return None
     before = len(table.file_uris())
     compaction = table.optimize.compact()
-    table = DeltaTable(uri, storage_options=storage_options or None)
+    table = open_table(uri, storage_options)
     table.create_checkpoint()
     table.cleanup_metadata()
     vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)

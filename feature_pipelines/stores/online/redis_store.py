@@ -25,7 +25,7 @@ from feature_pipelines.errors import OnlineStoreError
 from feature_pipelines.stores.online.connection import connect, is_cluster
 from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
 from feature_pipelines.stores.online.codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
-from feature_pipelines.spec.feature_set import FeatureSet
+from feature_pipelines.spec.feature_set import FeatureSet, Versioned
 
 _KEY_SEPARATOR = "\x1f"
 _CHUNK = 500
@@ -62,14 +62,14 @@ class OnlineValue:
     features: dict[str, Any]
 
 
-def namespace(name: str, version: int) -> str:
+def namespace(ref: Versioned) -> str:
     """The key prefix of a feature set version: its own online namespace."""
-    return f"fs:{name}:v{version}:"
+    return f"fs:{ref.name}:v{ref.version}:"
 
 
-def published_key(name: str, version: int) -> str:
+def published_key(ref: Versioned) -> str:
     """The set of window keys published for a version (outside its namespace: not a value)."""
-    return f"fsmeta:{name}:v{version}:published-windows"
+    return f"fsmeta:{ref.name}:v{ref.version}:published-windows"
 
 
 class RedisOnlineStore:
@@ -100,7 +100,7 @@ class RedisOnlineStore:
 
     def keys(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[str]:
         """The Redis keys of many entities (the hot path of online reads, hence no per-key calls)."""
-        prefix = namespace(feature_set.name, feature_set.version)
+        prefix = namespace(feature_set)
         if len(feature_set.entity_names) == 1:
             return [f"{prefix}{{{entity[0]}}}" for entity in entities]
         return [f"{prefix}{{{_KEY_SEPARATOR.join(map(str, entity))}}}" for entity in entities]
@@ -125,26 +125,26 @@ class RedisOnlineStore:
             rows += len(keys)
         return PublishResult(rows=rows, written=written)
 
-    def published_windows(self, feature_set: FeatureSet) -> set[str]:
+    def published_windows(self, ref: Versioned) -> set[str]:
         """Windows recorded as published. Lost with the values if Redis loses its data, so a
         Redis that comes back empty gets every window again from the next publish."""
         try:
-            members = self._client.smembers(published_key(feature_set.name, feature_set.version))
+            members = self._client.smembers(published_key(ref))
         except redis.RedisError as exc:
-            raise self._error(feature_set, exc) from exc
+            raise self._error(ref, exc) from exc
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
-    def mark_published(self, feature_set: FeatureSet, window_keys: Sequence[str]) -> None:
+    def mark_published(self, ref: Versioned, window_keys: Sequence[str]) -> None:
         if not window_keys:
             return
         try:
-            self._client.sadd(published_key(feature_set.name, feature_set.version), *window_keys)
+            self._client.sadd(published_key(ref), *window_keys)
         except redis.RedisError as exc:
-            raise self._error(feature_set, exc) from exc
+            raise self._error(ref, exc) from exc
 
-    def _error(self, feature_set: FeatureSet, exc: Exception) -> OnlineStoreError:
+    def _error(self, ref: Versioned, exc: Exception) -> OnlineStoreError:
         return OnlineStoreError(
-            f"feature set {feature_set.key}: publishing to Redis {self._url or ''} failed: {exc}. "
+            f"feature set {ref.key}: publishing to Redis {self._url or ''} failed: {exc}. "
             "The offline store is written; re-run the window to publish it once Redis is reachable."
         )
 
@@ -209,28 +209,24 @@ class RedisOnlineStore:
             for (feature_set, entities), reply in zip(requests, replies)
         ]
 
-    def count(self, feature_set: FeatureSet) -> int:
+    def count(self, ref: Versioned) -> int:
         """How many entities hold a value (scans the namespace: for tests and summaries)."""
-        return self.count_version(feature_set.name, feature_set.version)
+        return sum(1 for _ in self._client.scan_iter(match=namespace(ref) + "*", count=1000))
 
-    def count_version(self, name: str, version: int) -> int:
-        pattern = namespace(name, version) + "*"
-        return sum(1 for _ in self._client.scan_iter(match=pattern, count=1000))
-
-    def delete_version(self, name: str, version: int) -> int:
+    def delete_version(self, ref: Versioned) -> int:
         """Delete every value of a feature set version; return how many keys were deleted."""
         deleted = 0
         batch: list[bytes] = []
         try:
-            for key in self._client.scan_iter(match=namespace(name, version) + "*", count=1000):
+            for key in self._client.scan_iter(match=namespace(ref) + "*", count=1000):
                 batch.append(key)
                 if len(batch) >= 1000:
                     deleted += int(self._client.unlink(*batch))
                     batch = []
             if batch:
                 deleted += int(self._client.unlink(*batch))
-            self._client.unlink(published_key(name, version))
+            self._client.unlink(published_key(ref))
         except redis.RedisError as exc:
-            raise OnlineStoreError(f"deleting {name} v{version} from Redis {self._url} failed after {deleted} keys: "
+            raise OnlineStoreError(f"deleting {ref.name} v{ref.version} from Redis {self._url} failed after {deleted} keys: "
                                    f"{exc}. Re-run the command once Redis is reachable.") from exc
         return deleted

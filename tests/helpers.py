@@ -1,0 +1,122 @@
+"""Helpers the tests share: project paths, writing sources, reading the offline store, Dagster
+environments and a running daemon. Fixtures live in the conftest of the tests that use them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from deltalake import write_deltalake
+
+from feature_pipelines.cli.sample_data import SampleSize
+from feature_pipelines.settings import Settings
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from tests.cluster_services import free_ports  # noqa: F401  (tests import it from here)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts (dagster, dagster-daemon, featurestore)
+# Small enough to keep the suite fast, large enough to exercise many entities and windows.
+TEST_SAMPLE = SampleSize(transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
+
+
+def write_source(root: str | Path, name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) -> str:
+    """Write `frame` as a Delta source table `name` under `root`; return its path."""
+    path = f"{root}/{name}"
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    write_deltalake(path, table, mode="overwrite", schema_mode="overwrite")
+    return path
+
+
+def offline_frame(store: DeltaOfflineStore, feature_set, window_keys=None, drop_created: bool = True) -> pd.DataFrame:
+    """The offline rows, sorted, without the per-run `created` column."""
+    frame = store.open(feature_set).read(window_keys).to_pandas()
+    if drop_created:
+        frame = frame.drop(columns=["created"])
+    return frame.sort_values([*feature_set.entity_names, feature_set.timestamp]).reset_index(drop=True)
+
+
+def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
+    """Environment for Dagster and featurestore subprocesses: a fresh DAGSTER_HOME with the repo's
+    dagster.yaml, and the stores of `settings`."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(home),
+        FEATURESTORE_PROJECT_DIR=str(PROJECT_DIR),
+        FEATURESTORE_DATA_DIR=str(settings.data_dir),
+        FEATURESTORE_SOURCE_ROOT=settings.source_root,
+        FEATURESTORE_OFFLINE_URI=settings.offline_uri,
+        REDIS_URL=settings.redis_url or "",
+        SPARK_DRIVER_MEMORY="1g",
+        SPARK_SHUFFLE_PARTITIONS="2",
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
+    return env
+
+
+def wait_for_redis(port: int, timeout_s: float = 10.0) -> None:
+    """Return once a Redis server answers PING on `port`."""
+    import time
+
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {port} did not start") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def running_daemon(env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """A dagster-daemon running against the instance of `env` until the block ends."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    from feature_pipelines.orchestration.backfills import daemon_running
+
+    ref = InstanceRef.from_dir(env["DAGSTER_HOME"])
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # dagster.yaml reads it for the storage folder
+    # Create the SQLite storages first: a daemon and a CLI creating them at the same moment race
+    # ("table secondary_indexes already exists") and the daemon dies.
+    with DagsterInstance.from_ref(ref) as instance:
+        instance.get_runs(limit=1)
+        instance.get_backfills(limit=1)
+        instance.all_asset_keys()
+        instance.all_instigator_state()
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_DIR,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            with DagsterInstance.from_ref(ref) as instance:
+                while not daemon_running(instance):
+                    assert daemon.poll() is None, f"dagster-daemon exited; see {log_path}"
+                    assert time.monotonic() < deadline, f"dagster-daemon did not report within 120 s; see {log_path}"
+                    time.sleep(1)
+            yield
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+            if previous is None:
+                os.environ.pop("DAGSTER_HOME", None)
+            else:
+                os.environ["DAGSTER_HOME"] = previous

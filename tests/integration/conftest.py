@@ -1,0 +1,108 @@
+"""Fixtures of the integration tests: one real Spark session (local[2]) per test session, one
+real redis-server, temporary Delta stores, the sample sources and Settings pointing at them.
+Every test under this folder is marked `integration`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from pyspark.sql import SparkSession
+
+from feature_pipelines.cli.sample_data import generate_sample_data
+from feature_pipelines.compute.materialize import Stores
+from feature_pipelines.compute.spark_session import LOCAL_SPARK_NETWORK, SESSION_SETTINGS
+from feature_pipelines.settings import Settings
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from tests.helpers import PROJECT_DIR, TEST_SAMPLE
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # stay on loopback
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this venv (pyarrow)
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("feature-store-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+    )
+    for key, value in {**SESSION_SETTINGS, **LOCAL_SPARK_NETWORK}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisServer]:
+    with LocalRedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture()
+def online_store(redis_server: LocalRedisServer) -> Iterator[RedisOnlineStore]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield RedisOnlineStore(client, redis_server.url)
+    client.close()
+
+
+@pytest.fixture()
+def stores(tmp_path: Path, online_store: RedisOnlineStore) -> Stores:
+    return Stores(
+        source_root=str(tmp_path / "sources"),
+        offline=DeltaOfflineStore(str(tmp_path / "offline")),
+        online=online_store,
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_sources(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The example domain's source tables, generated once per session (read-only for tests)."""
+    root = tmp_path_factory.mktemp("sample") / "sources"
+    generate_sample_data(str(root), TEST_SAMPLE)
+    return str(root)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, sample_sources: str, redis_server: LocalRedisServer) -> Settings:
+    return Settings(
+        feature_defs_dir=PROJECT_DIR / "feature_defs",
+        data_dir=tmp_path / "data",
+        source_root=sample_sources,
+        offline_uri=str(tmp_path / "offline"),
+        redis_url=redis_server.url,
+        spark_master="local[2]",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _forget_dagster_state_storage() -> Iterator[None]:
+    """Entering a DagsterInstance sets a context variable to its state storage; when the same
+    instance is entered twice (Dagster's test helpers do this), exiting leaves it pointing at the
+    disposed instance, and the next Definitions resolved in this process fail with "Attempted to
+    resolve undefined DagsterInstance weakref". Clear it after every test."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+
+

@@ -1,0 +1,237 @@
+"""Fault injection with real Spark, Delta, redis-server and Dagster: a process SIGKILLed in the
+middle of a Delta write or between the offline commit and the online publish, Redis stopping
+mid-publish or down for a whole run. After each fault the stores are compared with a clean run:
+identical, nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import redis
+from dagster import DagsterEventType, DagsterInstance
+
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.faults import OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.orchestration.runs import materialize_range
+from feature_pipelines.settings import Settings
+from feature_pipelines.stores.offline.executor_write import RUN_FOLDER_PREFIX
+from tests.helpers import PROJECT_DIR, dagster_env, free_ports, offline_frame, wait_for_redis
+
+pytestmark = pytest.mark.integration
+
+
+class RedisProcess:
+    """A redis-server on a fixed loopback port with an append-only file, so it can be stopped
+    and started again with its data (as a production Redis with persistence would)."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.port = directory, free_ports()[0]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_redis(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path):
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def clean_reference(spark, settings: Settings, tmp_path: Path, first: str, last: str) -> DeltaOfflineStore:
+    """The same windows materialized without faults, in their own offline root and instance."""
+    reference = replace(settings, offline_uri=str(tmp_path / "reference"))
+    catalog = load_catalog(reference.feature_defs_dir)
+    with DagsterInstance.ephemeral() as instance:
+        materialize_range(build_definitions(reference, catalog), instance, catalog.get("transactions"), first, last)
+    return DeltaOfflineStore(reference.offline_uri)
+
+
+def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) -> None:
+    """Run `featurestore materialize ...` until it reaches `fault`, then SIGKILL it with its
+    Spark JVM (the whole process group), as a crashed machine would."""
+    env = {**env, "FEATURESTORE_FAULT": fault, "FEATURESTORE_FAULT_MARKER": str(marker)}
+    process = subprocess.Popen([sys.executable, "-m", "feature_pipelines.cli.commands", "materialize", *args], env=env,
+                               cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.communicate(timeout=10)[0].decode(errors="replace") if process.poll() is not None else ""
+            process.kill()
+            raise AssertionError(f"the run never reached fault point {fault}:\n{output[-3000:]}")
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+def fail_dead_runs(instance: DagsterInstance) -> None:
+    """What the daemon's run monitoring does for a run whose process died (dagster.yaml
+    `run_monitoring`): mark it failed and free the feature set's concurrency slot it held."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        instance.report_run_failed(run, "the run's process was killed (fault injection)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
+def online_values(store: RedisOnlineStore, feature_set, entities: list[str]) -> dict:
+    return {e: (v.ts, v.features) if v else None for e, v in zip(entities, store.read(feature_set, [[e] for e in entities]))}
+
+
+def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_matches_a_clean_run(
+        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = dagster_env(settings, tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    catalog = load_catalog(settings.feature_defs_dir)
+    transactions = catalog.get("transactions")
+    offline = DeltaOfflineStore(settings.offline_uri)
+    with DagsterInstance.get() as instance:
+        materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-01", "2024-01-04")
+    version, before, log = offline.open(transactions).delta.version(), offline_frame(offline, transactions), \
+        offline.materialized_windows(transactions)
+
+    # Rewrites 01-03..04 and adds 01-05..06; killed once the executors have written the files
+    # into the table's folder, before the driver commits them.
+    killed_cli_run(env, OFFLINE_MID_WRITE, tmp_path / "fault", "transactions", "--start", "2024-01-03", "--end", "2024-01-06")
+    assert offline.open(transactions).delta.version() == version
+    referenced = {p.split("/")[0] for p in
+                  pa.table(offline.open(transactions).delta.get_add_actions(flatten=True)).column("path").to_pylist()}
+    orphans = [p for p in Path(offline.table_uri(transactions)).glob(f"{RUN_FOLDER_PREFIX}*") if p.name not in referenced]
+    assert len(orphans) == 1 and list(orphans[0].rglob("*.parquet"))  # on disk, in no Delta version
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions), before)
+    assert offline.materialized_windows(transactions) == log
+
+    with DagsterInstance.get() as instance:  # the retry
+        fail_dead_runs(instance)
+        materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-03", "2024-01-06")
+    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-06")
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    assert sorted(offline.materialized_windows(transactions)) == [f"2024-01-0{d}" for d in range(1, 7)]
+
+
+def test_killed_between_offline_commit_and_online_publish_is_repaired_by_the_next_run(
+        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> None:
+    settings = replace(settings, redis_url=own_redis.url)
+    env = dagster_env(settings, tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    catalog = load_catalog(settings.feature_defs_dir)
+    transactions = catalog.get("transactions")
+    offline = DeltaOfflineStore(settings.offline_uri)
+    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
+
+    killed_cli_run(env, ONLINE_BEFORE_PUBLISH, tmp_path / "fault", "transactions", "--start", "2024-01-01", "--end", "2024-01-03")
+    assert sorted(offline.publishable_windows(transactions)) == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert online.count(transactions) == 0
+
+    with DagsterInstance.get() as instance:  # the next scheduled window
+        fail_dead_runs(instance)
+        outcome = materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-04", "2024-01-04")
+    assert outcome.online["repaired_windows"] == "2024-01-01, 2024-01-02, 2024-01-03"
+
+    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-04")
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    expected = RedisOnlineStore(redis.Redis.from_url(own_redis.url.replace("/0", "/1")), "reference")
+    publish_windows(transactions, ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"], reference, expected)
+    entities = sorted(offline.open(transactions).read().column("account_id").unique().to_pylist())
+    assert online.count(transactions) == expected.count(transactions) == len(entities)
+    assert online_values(online, transactions, entities) == online_values(expected, transactions, entities)
+
+
+def test_redis_stopping_mid_publish_is_retried_without_loss_or_duplication(
+        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> None:
+    settings = replace(settings, redis_url=own_redis.url)
+    catalog = load_catalog(settings.feature_defs_dir)
+    transactions = catalog.get("transactions")
+    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
+    defs = build_definitions(settings, catalog)
+    # An entity already holds a newer value (from a later window): it must survive the retries.
+    future = pd.Timestamp("2030-01-01", tz="UTC")
+    newer = {"account_id": ["a000001"], "ts": [future], **{f: [99.0] for f in transactions.feature_names}}
+    import pyarrow as pa
+
+    online.publish(transactions, pa.Table.from_pandas(pd.DataFrame(newer), preserve_index=False).to_batches())
+
+    marker = tmp_path / "fault"
+    monkeypatch.setenv("FEATURESTORE_FAULT", ONLINE_MID_PUBLISH)
+    monkeypatch.setenv("FEATURESTORE_FAULT_MARKER", str(marker))
+
+    def break_redis_then_recover() -> None:
+        while not marker.exists():
+            time.sleep(0.05)
+        own_redis.stop()        # Redis goes away in the middle of the publish step
+        marker.unlink()         # the write fails; Dagster retries the step after 2 s
+        time.sleep(0.5)
+        own_redis.start()       # back, with its append-only data, before the retry
+
+    helper = threading.Thread(target=break_redis_then_recover, daemon=True)
+    helper.start()
+    with DagsterInstance.ephemeral() as instance:
+        outcome = materialize_range(defs, instance, transactions, "2024-01-01", "2024-01-03")
+        retries = list(instance.all_logs(outcome.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY))
+    helper.join(timeout=30)
+    assert [r.step_key for r in retries] == ["transactions_v1_online"]
+    assert "publishing to Redis" in retries[0].dagster_event.event_specific_data.error.to_string()
+
+    offline = DeltaOfflineStore(settings.offline_uri)
+    entities = sorted(offline.open(transactions).read().column("account_id").unique().to_pylist())
+    expected = RedisOnlineStore(redis.Redis.from_url(own_redis.url.replace("/0", "/1")), "reference")
+    publish_windows(transactions, ["2024-01-01", "2024-01-02", "2024-01-03"], offline, expected)
+    expected.publish(transactions, pa.Table.from_pandas(pd.DataFrame(newer), preserve_index=False).to_batches())
+    assert online_values(online, transactions, entities) == online_values(expected, transactions, entities)
+    assert online.read(transactions, [["a000001"]])[0].ts == future.to_pydatetime()  # newer wins
+    assert online.count(transactions) == len(set(entities) | {"a000001"})
+
+
+def test_redis_down_for_a_whole_run_fails_clearly_keeps_offline_and_publishes_later(
+        spark, settings: Settings, tmp_path: Path, own_redis: RedisProcess) -> None:
+    settings = replace(settings, redis_url=own_redis.url)
+    catalog = load_catalog(settings.feature_defs_dir)
+    transactions = catalog.get("transactions")
+    defs = build_definitions(settings, catalog)
+    offline = DeltaOfflineStore(settings.offline_uri)
+    own_redis.stop()
+    from feature_pipelines.errors import OnlineStoreError
+
+    with DagsterInstance.ephemeral() as instance:
+        with pytest.raises(OnlineStoreError, match=r"publishing to Redis redis://127.0.0.1:\d+/0 failed: .*"
+                                                   r"The offline store is written; re-run the window"):
+            materialize_range(defs, instance, transactions, "2024-01-01", "2024-01-02")
+        assert sorted(offline.materialized_windows(transactions)) == ["2024-01-01", "2024-01-02"]
+        own_redis.start()
+        later = materialize_range(defs, instance, transactions, "2024-01-03", "2024-01-03")
+    assert later.online["repaired_windows"] == "2024-01-01, 2024-01-02"
+    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
+    entities = sorted(offline.open(transactions).read().column("account_id").unique().to_pylist())
+    assert online.count(transactions) == len(entities)

@@ -1,0 +1,289 @@
+"""Retrieval end to end on materialized example feature sets: consistency, leakage, bad input."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.stores.offline.delta_files import read_delta
+from feature_pipelines.errors import RetrievalError
+from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.retrieval.feature_store import FeatureStore
+from feature_pipelines.spec.retrieval_spec import RetrievalSpec
+from feature_pipelines.settings import Settings
+from feature_pipelines.planning.windows import windows_between
+from tests.helpers import PROJECT_DIR
+
+pytestmark = pytest.mark.integration
+UTC = timezone.utc
+CATALOG = load_catalog(PROJECT_DIR / "feature_defs")
+SPEC = RetrievalSpec.of(
+    ["transactions:1:amount_sum_7d", "transactions:1:txn_count_30d", "transactions:1:amount_max_7d",
+     "accounts:1:*", "merchants:1:txn_count_1d", "merchants:1:online_share_1d"],
+    name="fraud",
+)
+
+
+def materialize_through(spark, stores: Stores, name: str, last: str) -> None:
+    spec = CATALOG.get(name)
+    keys = [w.key for w in windows_between(spec, "2024-01-01", last)]
+    materialize_windows(spark, spec, keys, stores)
+    publish_windows(spec, keys, stores.offline, stores.online)
+
+
+@pytest.fixture(scope="module")
+def store(spark, tmp_path_factory: pytest.TempPathFactory, sample_sources: str, redis_server) -> FeatureStore:
+    # Redis database 1: the per-test fixtures flush database 0.
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
+    client.flushdb()
+    root = tmp_path_factory.mktemp("retrieval")
+    stores = Stores(sample_sources, DeltaOfflineStore(str(root / "offline")), RedisOnlineStore(client))
+    # Sample data covers 2024-01-01 .. 2024-02-09. T is the last instant of 2024-02-19: every row
+    # with ts <= T - source_delay is materialized and none later, as production would see at T.
+    materialize_through(spark, stores, "transactions", "2024-02-19")
+    materialize_through(spark, stores, "accounts", "2024-02-19")
+    materialize_through(spark, stores, "merchants", "2024-02-18")  # source_delay is 1 day
+    return FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+
+
+T = datetime(2024, 2, 19, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def test_online_equals_inference_at_T(store: FeatureStore) -> None:
+    accounts = store.offline.open(CATALOG.get("accounts")).read().column("account_id").unique().to_pylist()
+    merchants = store.offline.open(CATALOG.get("merchants")).read().column("merchant_id").unique().to_pylist()
+    rng = np.random.default_rng(3)
+    entities = pd.DataFrame({
+        "account_id": accounts + ["a999999"] * 3,
+        "merchant_id": list(rng.choice(merchants, len(accounts))) + ["m99999", merchants[0], merchants[1]],
+    })
+    offline = store.get_inference_features(entities, SPEC, as_of=T)
+    online = store.get_online_features(SPEC, entities, now=T)
+    pd.testing.assert_frame_equal(_objects(online), _objects(offline))
+    # The cases that matter are all present: values, entities never seen, values past the lookback.
+    assert offline["amount_sum_7d"].notna().sum() > 50
+    assert offline.loc[offline.account_id == "a999999", "credit_limit"].isna().all()
+    # Merchant rows are at most 7 days old to be used (temporal_join_lookback); sample data ends
+    # 2024-02-09, so at T every merchant value is past its lookback, online and offline alike.
+    assert offline["txn_count_1d"].isna().all()
+    # ... but a week earlier they are there, in both.
+    earlier = T - timedelta(days=9)
+    assert store.get_inference_features(entities, SPEC, as_of=earlier)["txn_count_1d"].notna().sum() > 10
+
+
+def _objects(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.reset_index(drop=True).astype(object)
+    return out.where(pd.notna(out), None)
+
+
+def test_training_join_never_leaks_future_values(store: FeatureStore) -> None:
+    """Observed one microsecond before a row's ts, the row is in the future and must not be used."""
+    rows = store.offline.open(CATALOG.get("transactions")).read().to_pandas()
+    rows["ts"] = rows["ts"].astype("datetime64[ns, UTC]")
+    sample = rows.sample(300, random_state=1).reset_index(drop=True)
+    before = sample[["account_id"]].assign(event_timestamp=sample["ts"] - pd.Timedelta(microseconds=1))
+    at = sample[["account_id"]].assign(event_timestamp=sample["ts"])
+    # The row each observation may use: the latest one strictly before the sampled row.
+    previous = pd.merge_asof(
+        before.reset_index().sort_values("event_timestamp"),
+        rows.sort_values("ts")[["account_id", "ts", "amount_sum_30d"]],
+        left_on="event_timestamp", right_on="ts", by="account_id", direction="backward",
+    ).sort_values("index")["amount_sum_30d"].to_numpy()
+    for engine in ("local", "spark"):
+        got_at = store.get_offline_features(at, ["transactions:1:amount_sum_30d"], engine=engine)
+        got_before = store.get_offline_features(before, ["transactions:1:amount_sum_30d"], engine=engine)
+        np.testing.assert_array_equal(got_at["amount_sum_30d"].to_numpy(dtype=float), sample["amount_sum_30d"].to_numpy())
+        np.testing.assert_array_equal(got_before["amount_sum_30d"].to_numpy(dtype=float), previous.astype(float))
+        assert (got_before["amount_sum_30d"].to_numpy(dtype=float) != sample["amount_sum_30d"].to_numpy()).any()
+
+
+def test_training_dataset_keeps_rows_order_and_columns(store: FeatureStore, tmp_path: Path) -> None:
+    obs = pd.DataFrame({
+        "account_id": ["a000003", "a000001", "a000003", "nobody", "a000001"],
+        "event_timestamp": pd.to_datetime(["2024-02-01", "2024-01-15", "2024-02-01", "2024-01-20", "2024-01-02"], utc=True),
+        "label": [1, 0, 1, 0, 1],
+    }, index=[10, 11, 12, 13, 14])
+    out = store.get_offline_features(obs, ["transactions:1:txn_count_7d", "accounts:1:segment"], full_names=True)
+    assert list(out.columns) == ["account_id", "event_timestamp", "label", "transactions__txn_count_7d", "accounts__segment"]
+    assert list(out.index) == [10, 11, 12, 13, 14] and out.loc[13].isna()[["transactions__txn_count_7d", "accounts__segment"]].all()
+    assert out.loc[10].equals(out.loc[12])
+    path = store.get_offline_features(obs, ["accounts:1:segment"], output=tmp_path / "train.parquet")
+    assert pd.read_parquet(path)["segment"].tolist() == out["accounts__segment"].tolist()
+
+
+def _stored_observations(store: FeatureStore, n: int = 400) -> pd.DataFrame:
+    """Observations of real accounts at nanosecond-precision times (pandas writes them as ns)."""
+    accounts = store.offline.open(CATALOG.get("transactions")).read().column("account_id").unique().to_pylist()
+    merchants = store.offline.open(CATALOG.get("merchants")).read().column("merchant_id").unique().to_pylist()
+    rng = np.random.default_rng(7)
+    start = pd.Timestamp("2024-01-01", tz="UTC").value
+    nanos = start + rng.integers(0, 50 * 86_400 * 10**9, n)
+    return pd.DataFrame({
+        "account_id": rng.choice(accounts + ["nobody"], n),
+        "merchant_id": rng.choice(merchants + ["nowhere"], n),
+        "event_timestamp": pd.to_datetime(nanos, utc=True),
+        "label": rng.integers(0, 2, n),
+    })
+
+
+FRAUD_FULL = RetrievalSpec.of(list(SPEC.features), name="fraud_full", full_names=True)
+
+
+def test_spark_engine_reads_stored_observations_in_order(store: FeatureStore, tmp_path: Path) -> None:
+    """A Parquet folder of several files stays in Spark, keeps file-then-row order, and joins
+    sub-microsecond observation times exactly like the local engine."""
+    obs = _stored_observations(store)
+    folder = tmp_path / "obs"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(obs)), 3)):
+        obs.iloc[part].to_parquet(folder / f"part-{i}.parquet", index=False)  # nanosecond timestamps
+    expected = store.get_offline_features(obs, FRAUD_FULL, engine="local", now=T)
+    got = store.get_offline_features(folder, FRAUD_FULL, engine="spark", now=T)
+    # Spark keeps timestamps in microseconds; the join itself used the full nanoseconds.
+    expected["event_timestamp"] = expected["event_timestamp"].dt.floor("us")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+
+    delta_obs = tmp_path / "obs_delta"
+    from deltalake import write_deltalake
+    write_deltalake(str(delta_obs), obs)
+    written = store.get_offline_features(delta_obs, FRAUD_FULL, engine="spark", output=tmp_path / "out", output_format="delta", now=T)
+    from deltalake import DeltaTable
+    back = read_delta(DeltaTable(written)).to_pandas()
+    assert len(back) == len(obs)
+    # Delta files carry no order of their own beyond the file; compare as sets of rows.
+    key = ["account_id", "merchant_id", "event_timestamp", "label"]
+    pd.testing.assert_frame_equal(
+        back.sort_values(key).reset_index(drop=True), expected.sort_values(key).reset_index(drop=True), check_dtype=False,
+    )
+
+
+def test_spark_engine_rejects_null_observation_times_before_writing(store: FeatureStore, tmp_path: Path) -> None:
+    obs = _stored_observations(store, 20)
+    obs.loc[[3, 7], "event_timestamp"] = pd.NaT
+    path = tmp_path / "obs.parquet"
+    obs.to_parquet(path, index=False)
+    output = tmp_path / "out"
+    with pytest.raises(RetrievalError, match="'event_timestamp' has 2 null timestamps"):
+        store.get_offline_features(path, FRAUD_FULL, engine="spark", output=output, now=T)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("observations", "spec", "message"),
+    [
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"])}),
+         ["accounts:1:segment"], "'event_timestamp' holds naive timestamps"),
+        (pd.DataFrame({"customer": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:1:segment"], r"lack entity key column\(s\) \['account_id'\] of feature set accounts_v1"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:1:favourite_colour"], "accounts_v1 has no feature 'favourite_colour'"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["accounts:2:segment"], "feature set 'accounts' has no version 2"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-03-05"], utc=True)}),
+         ["accounts:1:segment"], "accounts_v1 is missing 15 window\\(s\\) that these observations need: 2024-02-20..2024-03-05"),
+        (pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-02-01"], utc=True)}),
+         ["transactions:1:txn_count_1d", "merchants:1:txn_count_1d"], "set full_names: true"),
+    ],
+)
+def test_bad_retrieval_input_is_rejected_and_nothing_written(store: FeatureStore, tmp_path: Path, observations, spec, message) -> None:
+    output = tmp_path / "never.parquet"
+    with pytest.raises(RetrievalError, match=message):
+        store.get_offline_features(observations, spec, output=output, now=datetime(2024, 3, 10, tzinfo=UTC))
+    assert not output.exists()
+
+
+def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> None:
+    store = FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+    obs = pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-01-03 12:00"], utc=True)})
+    with pytest.raises(RetrievalError, match="accounts_v1 was never materialized .*: 2024-01-01..2024-01-03"):
+        store.get_offline_features(obs, ["accounts:1:segment"])
+
+
+def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(
+        feature_defs_dir=PROJECT_DIR / "feature_defs", data_dir=tmp_path / "data", source_root=str(tmp_path / "none"),
+        offline_uri=store.offline.root, redis_url=redis_url, spark_master="local[2]",
+    )
+
+
+def test_training_dataset_job_records_a_versioned_materialization(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    from dagster import AssetKey, instance_for_test
+
+    from feature_pipelines.orchestration.code_location import build_definitions
+    from feature_pipelines.orchestration.runs import run_job
+
+    observations = tmp_path / "obs.parquet"
+    pd.DataFrame({
+        "account_id": ["a000001", "a000002", "nobody"],
+        "merchant_id": ["m00001", "m00002", "m00003"],
+        "event_timestamp": pd.to_datetime(["2024-01-20", "2024-02-05", "2024-02-05"], utc=True),
+        "is_fraud": [True, False, False],
+    }).to_parquet(observations)
+    defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
+    with instance_for_test() as instance:
+        config = {"ops": {"datasets__fraud_model__training": {"config": {"observations": str(observations)}}}}
+        by_asset, run_id = run_job(defs, instance, "training_dataset_fraud_model", config)
+        metadata = by_asset["datasets/fraud_model/training"]
+        assert instance.get_latest_materialization_event(AssetKey(["datasets", "fraud_model", "training"])).run_id == run_id
+    assert metadata["dagster/row_count"] == 3
+    assert metadata["match_rate/accounts_v1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metadata["observation_time_range"].startswith("2024-01-20")
+    assert "| transactions_v1 |" in metadata["feature_coverage"] and "a000001" in metadata["preview"]
+    written = pd.read_parquet(metadata["output"])
+    assert run_id in metadata["output"] and list(written["is_fraud"]) == [True, False, False]
+    assert "accounts__segment" in written.columns  # the spec asks for full names
+
+
+def test_training_dataset_job_runs_from_dagster_cli(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    import os
+    import subprocess
+    import sys
+
+    observations = tmp_path / "obs.parquet"
+    pd.DataFrame({"account_id": ["a000001"], "merchant_id": ["m00001"],
+                  "event_timestamp": pd.to_datetime(["2024-01-20"], utc=True)}).to_parquet(observations)
+    (tmp_path / "run.yaml").write_text(
+        "ops:\n  datasets__fraud_model__training:\n    config:\n"
+        f"      observations: {observations}\n      output: {tmp_path / 'train.parquet'}\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, DAGSTER_HOME=str(home), FEATURESTORE_OFFLINE_URI=store.offline.root,
+               FEATURESTORE_DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_server.url)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    run = subprocess.run(
+        [dagster, "job", "execute", "-m", "feature_pipelines.definitions", "-j", "training_dataset_fraud_model",
+         "-c", str(tmp_path / "run.yaml")],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "train.parquet")["transactions__txn_count_7d"].notna().all()
+
+
+def test_inference_dataset_job_equals_the_api(store: FeatureStore, tmp_path: Path, redis_server) -> None:
+    from dagster import instance_for_test
+
+    from feature_pipelines.orchestration.code_location import build_definitions
+    from feature_pipelines.orchestration.runs import run_job
+
+    entities = pd.DataFrame({"account_id": ["a000001", "a000005"], "merchant_id": ["m00001", "m00002"]})
+    entities.to_parquet(tmp_path / "entities.parquet")
+    defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
+    config = {"entities": str(tmp_path / "entities.parquet"), "as_of": "2024-02-01T12:00:00+00:00"}
+    with instance_for_test() as instance:
+        by_asset, _ = run_job(defs, instance, "inference_dataset_fraud_model",
+                              {"ops": {"datasets__fraud_model__inference": {"config": config}}})
+    metadata = by_asset["datasets/fraud_model/inference"]
+    expected = store.get_inference_features(entities, PROJECT_DIR / "feature_defs/retrieval_specs/fraud_model.yaml",
+                                            as_of=datetime(2024, 2, 1, 12, tzinfo=UTC))
+    pd.testing.assert_frame_equal(pd.read_parquet(metadata["output"]), expected, check_dtype=False)
+    assert metadata["as_of"] == "2024-02-01T12:00:00+00:00"

@@ -1,0 +1,117 @@
+"""The spec layer: validation errors name the problem and how to fix it (no Spark needed)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Materialization, Partitions, Quality, Source
+from feature_pipelines.errors import SpecError
+
+SOURCE = Source(
+    name="events",
+    path="events",
+    timestamp="event_time",
+    columns={"user_id": "string", "amount": "float64", "kind": "string", "event_time": "timestamp"},
+)
+
+
+def make(**overrides) -> FeatureSet:
+    spec = dict(
+        name="spend",
+        version=1,
+        entities=[Entity("user_id")],
+        source=SOURCE,
+        aggregates=[Aggregate("sum", "amount", windows=["1d", "7d"])],
+        source_lookback="7d",
+    )
+    spec.update(overrides)
+    return FeatureSet(**spec)
+
+
+def test_aggregates_derive_typed_features() -> None:
+    spec = make(aggregates=[Aggregate("sum", "amount", ["1d"]), Aggregate("count", None, ["7d"], name="n_{window}")])
+    assert [(f.name, f.dtype) for f in spec.features] == [("amount_sum_1d", "float64"), ("n_7d", "int64")]
+    assert spec.lookback == timedelta(days=7)
+    assert spec.key == "spend_v1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"aggregates": [Aggregate("sum", "amount_eur", ["1d"])]}, "unknown column 'amount_eur'"),
+        ({"aggregates": [Aggregate("sum", "kind", ["1d"])]}, "needs a numeric column"),
+        ({"source_lookback": "3d"}, "source_lookback 3d is shorter than the longest rolling window 1w"),
+        ({"entities": [Entity("account")]}, "entity 'account' is not a column of source 'events'"),
+        ({"entities": []}, "declare at least one entity"),
+        ({"version": 0}, "version 0 must be a whole number >= 1"),
+        ({"source_delay": "soon"}, "cannot read duration 'soon'"),
+        ({"owners": ["risk team"]}, "owner 'risk team' must be an email address"),
+        ({"name": "spend-v2"}, "'spend-v2' is not a valid name"),
+        ({"timestamp": "window_key"}, "reserved by the offline store"),
+        ({"temporal_join_lookback": "0"}, "temporal_join_lookback must be positive"),
+        ({"transform": lambda df, w: df}, "either aggregates or transform"),
+        ({"quality": Quality(freshness="1d")}, "quality.freshness 1d must be positive and shorter than one daily window"),
+        ({"quality": Quality(freshness="30m")}, "quality.freshness 30m is not longer than materialization.delay 1h"),
+        ({"quality": Quality(freshness="90s")}, "quality.freshness 90s must be whole minutes"),
+        ({"aggregates": (), "transform": lambda df, w: df, "features": [Feature("n", "int64", derived_from=["amout"])]},
+         "feature 'n' is derived_from unknown column(s) ['amout']"),
+    ],
+)
+def test_invalid_specs_are_rejected_with_a_clear_message(overrides: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        make(**overrides)
+
+
+def test_freshness_deadline_defaults_to_delay_plus_a_quarter_window() -> None:
+    assert make().freshness_deadline == timedelta(hours=7)
+    hourly = make(partitions=Partitions("hourly"), materialization=Materialization(delay="50m"))
+    assert hourly.freshness_deadline == timedelta(minutes=59)  # capped below one window
+    assert make(quality=Quality(freshness="3h")).freshness_deadline == timedelta(hours=3)
+
+
+def test_column_lineage_is_known_for_aggregates_and_declared_for_transforms() -> None:
+    spec = make(aggregates=[Aggregate("sum", "amount", ["1d"]), Aggregate("count", None, ["7d"], name="n_{window}")])
+    assert spec.column_lineage() == {"user_id": ("user_id",), "ts": ("event_time",),
+                                     "amount_sum_1d": ("amount",), "n_7d": ("event_time",)}
+    custom = make(aggregates=(), transform=lambda df, w: df,
+                  features=[Feature("share", "float64", derived_from=["kind", "amount"]), Feature("other", "int64")])
+    assert custom.column_lineage() == {"user_id": ("user_id",), "share": ("kind", "amount")}
+
+
+def test_duplicate_feature_name_is_rejected() -> None:
+    with pytest.raises(SpecError, match="duplicate name 'amount'"):
+        FeatureSet(
+            name="raw",
+            version=1,
+            entities=[Entity("user_id")],
+            source=SOURCE,
+            features=[Feature("amount", "float64"), Feature("amount", "float64")],
+        )
+
+
+@pytest.mark.parametrize("window", ["7 days", "-1d", "0", "1y"])
+def test_bad_aggregate_window_is_rejected(window: str) -> None:
+    with pytest.raises(SpecError, match="window"):
+        Aggregate("sum", "amount", windows=[window])
+
+
+def test_unknown_type_and_cadence() -> None:
+    with pytest.raises(SpecError, match="unknown type 'decimal'"):
+        Feature("x", "decimal")
+    with pytest.raises(SpecError, match="cadence 'weekly' is not supported"):
+        Partitions("weekly")
+    with pytest.raises(SpecError, match="not a date"):
+        Partitions("daily", start="first of january")
+
+
+def test_passthrough_feature_must_be_a_source_column() -> None:
+    with pytest.raises(SpecError, match="feature 'score' is not a column of source 'events'"):
+        FeatureSet(name="raw", version=1, entities=[Entity("user_id")], source=SOURCE, features=[Feature("score", "float64")])
+
+
+def test_naive_timestamp_declared_with_other_type_is_rejected() -> None:
+    with pytest.raises(SpecError, match="declare it as 'timestamp'"):
+        Source(name="s", path="s", timestamp="t", columns={"t": "string"})

@@ -16,11 +16,11 @@ import pandas as pd
 import pyarrow as pa
 from hypothesis import strategies as st
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.spec.catalog import Catalog, CatalogEntry
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
 from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.planning.windows import window_containing, windows_between
+from tests.factories import feature_set, source
 
 UTC = timezone.utc
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -28,20 +28,14 @@ END = BASE + timedelta(days=4)
 NOW = datetime(2024, 2, 1, tzinfo=UTC)
 
 
-def _source(name: str, columns: dict[str, str]) -> Source:
-    return Source(name=name, path=name, timestamp="event_time", columns={**columns, "event_time": "timestamp"})
-
-
 # Three feature sets: different cadences, delays, lookbacks, key arity and types.
-DAILY = FeatureSet(name="daily", version=1, entities=[Entity("k")], source=_source("d", {"k": "string", "a": "float64"}),
-                   features=[Feature("a", "float64")], partitions=Partitions("daily", "2024-01-01"),
-                   temporal_join_lookback="2d")
-HOURLY = FeatureSet(name="hourly", version=1, entities=[Entity("k")], source=_source("h", {"k": "string", "b": "int64"}),
-                    features=[Feature("b", "int64")], partitions=Partitions("hourly", "2024-01-01"), source_delay="1h")
-PAIR = FeatureSet(name="pair", version=1, entities=[Entity("k"), Entity("k2", "int64")],
-                  source=_source("p", {"k": "string", "k2": "int64", "c": "string"}),
-                  features=[Feature("c", "string")], partitions=Partitions("daily", "2024-01-01"),
-                  temporal_join_lookback="1d", source_delay="30m")
+DAILY = feature_set("daily", keys={"k": "string"}, features={"a": "float64"},
+                    source_=source("d", {"k": "string", "a": "float64"}), temporal_join_lookback="2d")
+HOURLY = feature_set("hourly", keys={"k": "string"}, features={"b": "int64"},
+                     source_=source("h", {"k": "string", "b": "int64"}), cadence="hourly", source_delay="1h")
+PAIR = feature_set("pair", keys={"k": "string", "k2": "int64"}, features={"c": "string"},
+                   source_=source("p", {"k": "string", "k2": "int64", "c": "string"}),
+                   temporal_join_lookback="1d", source_delay="30m")
 SETS = [DAILY, HOURLY, PAIR]
 KEYS = ["u1", "u2", "u3"]
 

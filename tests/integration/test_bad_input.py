@@ -6,6 +6,7 @@ windows not materialized.)"""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import Feature
 from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.errors import (
     SourceError,
@@ -22,12 +23,10 @@ from feature_pipelines.errors import (
 )
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.settings import Settings
+from tests.factories import feature_set
 from tests.helpers import dagster_env, write_source
 
-SOURCE = Source(name="events", path="events", timestamp="event_time",
-                columns={"user_id": "string", "score": "float64", "event_time": "timestamp"})
-BASE = dict(name="scores", version=1, entities=[Entity("user_id")], source=SOURCE,
-            features=[Feature("score", "float64")], partitions=Partitions("daily", start="2024-03-01"))
+SCORES = feature_set(features={"score": "float64"}, start="2024-03-01")
 DAY = ["2024-03-02"]
 
 
@@ -54,7 +53,7 @@ GOOD = _frame(["u1", "u2"], [0.1, 0.2], ["2024-03-02 01:00", "2024-03-02 02:00"]
      TransformOutputError, "output rows have ts outside the windows being materialized"),
 ], ids=["missing", "empty", "wrong type", "naive timestamps", "null keys", "duplicate keys", "rows outside window"])
 def test_bad_sources_write_nothing(spark, stores: Stores, source, spec: dict, error: type, message: str) -> None:
-    feature_set = FeatureSet(**{**BASE, **spec})
+    feature_set = replace(SCORES, **spec)
     if source is not None:
         schema = None
         if source.empty:
@@ -68,13 +67,13 @@ def test_bad_sources_write_nothing(spark, stores: Stores, source, spec: dict, er
 @pytest.mark.integration
 def test_version_reused_with_another_definition(spark, stores: Stores) -> None:
     write_source(stores.source_root, "events", GOOD)
-    materialize_windows(spark, FeatureSet(**BASE), DAY, stores)
-    version = stores.offline.open(FeatureSet(**BASE)).delta.version()
-    changed = FeatureSet(**{**BASE, "features": [Feature("score", "float32")]})
+    materialize_windows(spark, SCORES, DAY, stores)
+    version = stores.offline.open(SCORES).delta.version()
+    changed = replace(SCORES, features=[Feature("score", "float32")])
     with pytest.raises(VersionConflictError, match=re.escape("feature set scores_v1 was materialized with another "
                                                              "definition (changed: features;")):
         materialize_windows(spark, changed, DAY, stores)
-    assert stores.offline.open(FeatureSet(**BASE)).delta.version() == version
+    assert stores.offline.open(SCORES).delta.version() == version
 
 
 @pytest.mark.integration

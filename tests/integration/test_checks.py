@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from dagster import AssetKey, DagsterEventType, build_run_status_sensor_context, build_sensor_context, instance_for_test
 from dagster._core.test_utils import freeze_time  # Dagster's own clock; Spark and Delta keep real time
 
-from feature_pipelines import Entity, Expectation, Feature, FeatureSet, Partitions, Quality, Source
+from feature_pipelines import Expectation, Quality
 from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.spec.catalog import Catalog, CatalogEntry
 from feature_pipelines.orchestration.automation import check_failure_sensor, failure_sensor
@@ -25,17 +25,13 @@ from feature_pipelines.orchestration.notifier import FileNotifier
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.settings import Settings
+from tests.factories import feature_set
 from tests.helpers import write_source
 
 pytestmark = pytest.mark.integration
 
-SCORES = FeatureSet(
-    name="scores", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "score": "float64", "event_time": "timestamp"}),
-    features=[Feature("score", "float64")], partitions=Partitions("daily", start="2024-03-01"),
-    quality=Quality(expectations={"score": Expectation(max_null_rate=0.1, min=0, max=1)}),
-)
+SCORES = feature_set(features={"score": "float64"}, start="2024-03-01",
+                     quality=Quality(expectations={"score": Expectation(max_null_rate=0.1, min=0, max=1)}))
 USERS = [f"u{i}" for i in range(40)]
 
 

@@ -10,17 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
+from tests.factories import feature_set
 
-SPEC = FeatureSet(
-    name="busy", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "x": "float64", "event_time": "timestamp"}),
-    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-)
+SPEC = feature_set("busy")
 USERS = [f"u{i}" for i in range(300)]
 
 

@@ -12,21 +12,16 @@ import pytest
 from dagster import AssetKey, DagsterEventType, instance_for_test
 from deltalake import DeltaTable
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.spec.catalog import Catalog, CatalogEntry
 from feature_pipelines.orchestration.code_location import build_definitions
 from feature_pipelines.orchestration.maintenance_job import MAINTENANCE_JOB
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
+from tests.factories import feature_set
 
 pytestmark = pytest.mark.integration
 
-SPEC = FeatureSet(
-    name="small", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "x": "float64", "event_time": "timestamp"}),
-    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-)
+SPEC = feature_set("small")
 
 
 def write_windows(store: DeltaOfflineStore, days: int) -> None:

@@ -11,13 +11,14 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import FeatureSet, Partitions, Source
 from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.errors import SourceError, TransformOutputError
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.planning.windows import windows_between
+from tests.factories import feature_set, source
 from tests.helpers import PROJECT_DIR, offline_frame, write_source
 
 pytestmark = pytest.mark.integration
@@ -152,17 +153,11 @@ def test_failure_after_the_commit_keeps_the_committed_files(
 
 # --- bad input -----------------------------------------------------------------------------------
 
-EVENTS_SOURCE = Source(
-    name="events", path="events", timestamp="event_time",
-    columns={"user_id": "string", "score": "float64", "event_time": "timestamp"},
-)
+EVENTS_SOURCE = source(columns={"user_id": "string", "score": "float64"})
 
 
-def passthrough(source: Source = EVENTS_SOURCE) -> FeatureSet:
-    return FeatureSet(
-        name="scores", version=1, entities=[Entity("user_id")], source=source,
-        features=[Feature("score", "float64")], partitions=Partitions("daily", start="2024-03-01"),
-    )
+def passthrough(source_: Source = EVENTS_SOURCE) -> FeatureSet:
+    return feature_set(features={"score": "float64"}, source_=source_, start="2024-03-01")
 
 
 def events(**columns) -> pd.DataFrame:

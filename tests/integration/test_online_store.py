@@ -10,18 +10,19 @@ import pyarrow as pa
 import pytest
 import redis
 
-from feature_pipelines import Entity, Feature, FeatureSet, Source
+from feature_pipelines import FeatureSet
 from feature_pipelines.errors import OnlineStoreError
 from feature_pipelines.stores.online.local_redis import LocalRedisServer
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from tests.factories import feature_set, source
 
 UTC = timezone.utc
-SOURCE = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64", "label": "string"})
+SOURCE = source("s", {"k": "string", "v": "float64", "label": "string"}, timestamp="t")
 
 
 def spec(version: int = 1) -> FeatureSet:
-    return FeatureSet(name="f", version=version, entities=[Entity("k")], source=SOURCE,
-                      features=[Feature("v", "float64"), Feature("label", "string")])
+    return feature_set("f", version=version, keys={"k": "string"}, features={"v": "float64", "label": "string"},
+                       source_=SOURCE)
 
 
 def batch(rows: list[tuple[str, datetime, float | None, str | None]]) -> pa.RecordBatch:

@@ -15,11 +15,12 @@ import pyarrow as pa
 import pytest
 import redis
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import FeatureSet
 from feature_pipelines.spec.feature_set import VersionRef
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from tests.factories import feature_set
 from tests.helpers import free_ports, wait_for_redis
 
 pytestmark = [
@@ -28,12 +29,8 @@ pytestmark = [
                        reason="redis-server and redis-cli are needed (apt-get install redis-server)"),
 ]
 
-SOURCE = Source(name="events", path="events", timestamp="event_time",
-                columns={"user_id": "string", "x": "float64", "event_time": "timestamp"})
-SCORES = FeatureSet(name="scores", version=1, entities=[Entity("user_id")], source=SOURCE,
-                    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"))
-LEVELS = FeatureSet(name="levels", version=1, entities=[Entity("user_id")], source=SOURCE,
-                    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"))
+SCORES = feature_set()
+LEVELS = feature_set("levels")
 USERS = [f"u{i}" for i in range(1200)]  # spread over many slots, more than one publish chunk
 DAY = datetime(2024, 1, 2, tzinfo=timezone.utc)
 

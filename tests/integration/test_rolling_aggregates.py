@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_pipelines import Aggregate, Entity, FeatureSet, Partitions, Source
+from feature_pipelines import Aggregate, FeatureSet
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.planning.windows import windows_between
+from tests.factories import feature_set, source
 from tests.helpers import offline_frame, write_source
 
 pytestmark = pytest.mark.integration
@@ -20,14 +21,10 @@ WINDOWS = {"6h": timedelta(hours=6), "1d": timedelta(days=1), "2d": timedelta(da
 
 
 def spend_spec() -> FeatureSet:
-    return FeatureSet(
-        name="spend",
-        version=1,
-        entities=[Entity("user_id")],
-        source=Source(
-            name="events", path="events", timestamp="event_time",
-            columns={"user_id": "string", "amount": "float64", "qty": "int64", "event_time": "timestamp"},
-        ),
+    return feature_set(
+        "spend",
+        features={},
+        source_=source(columns={"user_id": "string", "amount": "float64", "qty": "int64"}),
         aggregates=[
             Aggregate("sum", "amount", windows=["6h", "1d", "2d"]),
             Aggregate("count", None, windows=["1d", "2d"], name="n_{window}"),
@@ -37,7 +34,7 @@ def spend_spec() -> FeatureSet:
             Aggregate("max", "qty", windows=["2d"]),
             Aggregate("sum", "qty", windows=["1d"]),
         ],
-        partitions=Partitions("daily", start="2024-03-01"),
+        start="2024-03-01",
         source_lookback="2d",
     )
 

@@ -12,22 +12,21 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from feature_pipelines import Aggregate, Entity, FeatureSet, Partitions, Source
+from feature_pipelines import Aggregate
 from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.errors import VersionConflictError
 from feature_pipelines.spec.fingerprint import fingerprint
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.settings import Settings
+from tests.factories import feature_set, source
 from tests.helpers import offline_frame, write_source
 
 pytestmark = pytest.mark.integration
 
-SOURCE = Source(name="events", path="events", timestamp="event_time",
-                columns={"user_id": "string", "amount": "float64", "event_time": "timestamp"})
-SPEND = FeatureSet(name="spend", version=1, entities=[Entity("user_id")], source=SOURCE,
-                   aggregates=[Aggregate("sum", "amount", windows=["1d", "2d"])], source_lookback="2d",
-                   partitions=Partitions("daily", start="2024-03-01"), description="Spend")
+SPEND = feature_set("spend", features={}, source_=source(columns={"user_id": "string", "amount": "float64"}),
+                    aggregates=[Aggregate("sum", "amount", windows=["1d", "2d"])], source_lookback="2d",
+                    start="2024-03-01", description="Spend")
 DAYS = ["2024-03-01", "2024-03-02", "2024-03-03"]
 
 

@@ -6,19 +6,15 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from feature_pipelines import Entity, Expectation, Feature, FeatureSet, Partitions, Quality, Source
+from feature_pipelines import Expectation, Quality
 from feature_pipelines.compute.quality import (
     CheckOutcome, WindowFeatureStats, blocking_passed, expectations_check, keys_check, row_count_history,
     schema_check,
 )
+from tests.factories import feature_set
 
-SCORES = FeatureSet(
-    name="scores", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "score": "float64", "event_time": "timestamp"}),
-    features=[Feature("score", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-    quality=Quality(expectations={"score": Expectation(max_null_rate=0.1, min=0, max=1)}),
-)
+SCORES = feature_set(features={"score": "float64"},
+                     quality=Quality(expectations={"score": Expectation(max_null_rate=0.1, min=0, max=1)}))
 
 
 class _Table:

@@ -9,22 +9,17 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import FeatureSet
 from feature_pipelines.errors import SourceError
 from feature_pipelines.planning.source_changes import SourceFile, affected_ranges, source_changes
+from tests.factories import feature_set
 
 UTC = timezone.utc
 NOW = datetime(2024, 2, 1, tzinfo=UTC)
 
 
 def scores(lookback: str = "0") -> FeatureSet:
-    return FeatureSet(
-        name="scores", version=1, entities=[Entity("user_id")],
-        source=Source(name="events", path="events", timestamp="event_time",
-                      columns={"user_id": "string", "x": "float64", "event_time": "timestamp"}),
-        features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-        source_lookback=lookback,
-    )
+    return feature_set(source_lookback=lookback)
 
 
 def file(earliest: datetime | None, latest: datetime | None, path: str = "part.parquet") -> SourceFile:

@@ -6,18 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.errors import WindowError
 from feature_pipelines.planning.window_selection import check_source_reaches, check_windows_closed, select_windows
 from feature_pipelines.planning.window_status import FAILED, IN_PROGRESS
 from feature_pipelines.planning.windows import windows_between
+from tests.factories import feature_set
 
-SCORES = FeatureSet(
-    name="scores", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "x": "float64", "event_time": "timestamp"}),
-    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-)
+SCORES = feature_set()
 WINDOWS = windows_between(SCORES, "2024-01-01", "2024-01-05")
 UTC = timezone.utc
 

@@ -7,20 +7,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.errors import WindowError
 from feature_pipelines.planning.source_changes import SourceFile
 from feature_pipelines.planning.window_status import (
     FAILED, IN_PROGRESS, last_complete_window, status_summary, status_windows, window_statuses,
 )
+from tests.factories import feature_set
 
 UTC = timezone.utc
-SCORES = FeatureSet(
-    name="scores", version=1, entities=[Entity("user_id")],
-    source=Source(name="events", path="events", timestamp="event_time",
-                  columns={"user_id": "string", "x": "float64", "event_time": "timestamp"}),
-    features=[Feature("x", "float64")], partitions=Partitions("daily", start="2024-01-01"),
-)
+SCORES = feature_set()
 WRITTEN = datetime(2024, 1, 10, tzinfo=UTC)
 
 

@@ -6,19 +6,18 @@ from datetime import datetime, timezone
 
 import pytest
 
-from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
+from feature_pipelines import FeatureSet
 from feature_pipelines.errors import WindowError
 from feature_pipelines.planning.windows import contiguous_ranges, source_range, window_for_key, windows_between
+from tests.factories import feature_set, source
 
 UTC = timezone.utc
-SOURCE = Source(name="s", path="s", timestamp="t", columns={"k": "string", "v": "float64"})
+SOURCE = source("s", {"k": "string", "v": "float64"}, timestamp="t")
 
 
 def spec(cadence: str = "daily", lookback: str = "2d") -> FeatureSet:
-    return FeatureSet(
-        name="f", version=1, entities=[Entity("k")], source=SOURCE, features=[Feature("v", "float64")],
-        partitions=Partitions(cadence, start="2024-01-01"), source_lookback=lookback,
-    )
+    return feature_set("f", keys={"k": "string"}, features={"v": "float64"}, source_=SOURCE, cadence=cadence,
+                       source_lookback=lookback)
 
 
 def test_daily_window_is_half_open_utc_day() -> None:

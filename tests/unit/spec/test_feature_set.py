@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from feature_pipelines import Aggregate, Entity, Feature, FeatureSet, Materialization, Partitions, Quality, Source
 from feature_pipelines.errors import SpecError
+from tests.factories import feature_set, source
 
-SOURCE = Source(
-    name="events",
-    path="events",
-    timestamp="event_time",
-    columns={"user_id": "string", "amount": "float64", "kind": "string", "event_time": "timestamp"},
-)
+SOURCE = source(columns={"user_id": "string", "amount": "float64", "kind": "string"})
+SPEND = feature_set("spend", features={}, source_=SOURCE, aggregates=[Aggregate("sum", "amount", windows=["1d", "7d"])],
+                    source_lookback="7d")
 
 
 def make(**overrides) -> FeatureSet:
-    spec = dict(
-        name="spend",
-        version=1,
-        entities=[Entity("user_id")],
-        source=SOURCE,
-        aggregates=[Aggregate("sum", "amount", windows=["1d", "7d"])],
-        source_lookback="7d",
-    )
-    spec.update(overrides)
-    return FeatureSet(**spec)
+    """SPEND with `overrides`, validated again; its features are derived again unless given."""
+    return replace(SPEND, **{"features": (), **overrides})
 
 
 def test_aggregates_derive_typed_features() -> None:
@@ -109,7 +100,7 @@ def test_unknown_type_and_cadence() -> None:
 
 def test_passthrough_feature_must_be_a_source_column() -> None:
     with pytest.raises(SpecError, match="feature 'score' is not a column of source 'events'"):
-        FeatureSet(name="raw", version=1, entities=[Entity("user_id")], source=SOURCE, features=[Feature("score", "float64")])
+        feature_set("raw", features={"score": "float64"}, source_=SOURCE)
 
 
 def test_naive_timestamp_declared_with_other_type_is_rejected() -> None:

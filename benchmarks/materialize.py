@@ -13,7 +13,7 @@ import argparse
 import shutil
 import tempfile
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.compute.spark_session import LOCAL_SPARK_NETWORK, SESSION_SETTINGS
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
-from feature_pipelines.cli.sample_data import SAMPLE_START, SampleSize, generate_sample_data
+from feature_pipelines.cli.sample_data import SampleSize, generate_sample_data
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.planning.windows import windows_between
 
@@ -45,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1_000_000, help="transactions in the source")
     parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--end", type=date.fromisoformat, default=date(2024, 2, 29),
+                        help="last day of the sample (fixed, so runs are comparable)")
     parser.add_argument("--feature-set", default="transactions")
     parser.add_argument("--windows", type=int, default=30)
     parser.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
@@ -53,7 +55,8 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fs-bench-"))
     sources = str(workdir / "sources")
     started = time.perf_counter()
-    counts = generate_sample_data(sources, SampleSize.for_scale(args.scale, days=args.days))
+    sample = SampleSize.for_scale(args.scale, end=args.end, days=args.days)
+    counts = generate_sample_data(sources, sample)
     print(f"generated {counts} in {time.perf_counter() - started:.1f}s")
 
     builder = SparkSession.builder.master("local[2]").appName("bench").config("spark.driver.memory", "8g")
@@ -65,7 +68,7 @@ def main() -> None:
 
     spec = load_catalog(PROJECT / "feature_defs").get(args.feature_set)
     # The last `windows` days, so every window has its full 30-day lookback of data.
-    last_day = SAMPLE_START + timedelta(days=args.days - 1)
+    last_day = sample.end
     first_day = last_day - timedelta(days=args.windows - 1)
     windows = windows_between(spec, first_day.strftime("%Y-%m-%d"), last_day.strftime("%Y-%m-%d"))
 

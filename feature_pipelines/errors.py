@@ -49,3 +49,12 @@ class RetrievalError(FeatureStoreError):
 
 class QualityCheckError(FeatureStoreError):
     """A blocking quality check failed: the windows are offline but not published online."""
+
+
+class RunCanceledError(FeatureStoreError):
+    """A run was canceled before it wrote anything: by a signal, its wait timeout or from the UI.
+    `exit_code` is what the CLI exits with (128 + the signal number for a signal)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

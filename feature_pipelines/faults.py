@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 OFFLINE_MID_WRITE = "offline.mid_write"  # data files are (being) written, nothing is committed
+OFFLINE_AFTER_COMMIT = "offline.after_commit"  # the windows are committed, the window log not yet
 ONLINE_BEFORE_PUBLISH = "online.before_publish"  # offline committed and checked, Redis untouched
 ONLINE_MID_PUBLISH = "online.mid_publish"  # rows read from Delta, before a chunk goes to Redis
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,8 @@ from tests.cluster_services import free_ports  # noqa: F401  (tests import it fr
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (dagster, dagster-daemon, featurestore)
 # Small enough to keep the suite fast, large enough to exercise many entities and windows.
-TEST_SAMPLE = SampleSize(transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
+# Pinned (2024-01-01..2024-02-09), so that no test depends on today's date.
+TEST_SAMPLE = SampleSize(end=date(2024, 2, 9), transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
 
 
 def write_source(root: str | Path, name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) -> str:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-from dagster import AssetKey, DagsterInstance
+from typing import TYPE_CHECKING
 
 from feature_pipelines.spec.durations import format_duration
 from feature_pipelines.spec.catalog import Catalog
-from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 from feature_pipelines.spec.feature_set import FeatureSet
-from feature_pipelines.planning.window_status import last_complete_window
-from feature_pipelines.planning.windows import describe_keys, window_containing, windows_between
+from feature_pipelines.planning.window_status import BEHIND, NO_SOURCE_DATA, STATUSES, WindowStatus
+from feature_pipelines.planning.windows import describe_keys
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 
 def search(catalog: Catalog, query: str) -> list[tuple[FeatureSet, list[str]]]:
@@ -53,48 +54,60 @@ class RunSummary:
 class Description:
     feature_set: FeatureSet
     versions: list[int]
-    windows: list[str]
-    missing: list[str]
-    last_complete: str
+    statuses: list[WindowStatus]  # every complete window's
     freshness_lag: str
     runs: list[RunSummary]
     used_by: list[str]
+
+    @property
+    def windows(self) -> list[str]:
+        """The complete windows the offline store holds (stale or re-running ones included)."""
+        return [s.key for s in self.statuses if s.materialized_at is not None]
+
+    def keys(self, status: str) -> list[str]:
+        return [s.key for s in self.statuses if s.status == status]
 
 
 def describe(
     feature_set: FeatureSet,
     catalog: Catalog,
-    offline: DeltaOfflineStore,
+    statuses: list[WindowStatus],
     instance: DagsterInstance | None,
     retrieval_specs: list[RetrievalSpec],
-    now: datetime,
     run_limit: int = 5,
 ) -> Description:
-    done = sorted(offline.materialized_windows(feature_set))
-    last = last_complete_window(feature_set, now)
-    first = window_containing(feature_set, feature_set.partitions.start).key
-    expected = [w.key for w in windows_between(feature_set, first, last)] if first <= last else []
-    present = set(done)
-    missing = [k for k in expected if k not in present]
-    if not done:
-        lag = "never materialized"
-    elif done[-1] >= last:
-        lag = "up to date (last complete window is materialized)"
-    else:
-        behind = len([k for k in expected if k > done[-1]])
-        lag = f"{behind} window(s) behind: newest materialized {done[-1]}, last complete {last}"
+    """`statuses`: the status of every complete window (`feature_set_statuses`)."""
     return Description(
         feature_set=feature_set,
         versions=sorted(other.version for other in catalog if other.name == feature_set.name),
-        windows=done,
-        missing=missing,
-        last_complete=last,
-        freshness_lag=lag,
+        statuses=statuses,
+        freshness_lag=freshness_lag(statuses),
         runs=_last_runs(instance, feature_set, run_limit) if instance is not None else [],
         used_by=[retrieval_spec.name for retrieval_spec in retrieval_specs
                  if any(r.feature_set == feature_set.name and r.version == feature_set.version
                         for r in retrieval_spec.features)],
     )
+
+
+def freshness_lag(statuses: list[WindowStatus]) -> str:
+    """How far the store is behind its source: the missing or failed windows after the newest
+    materialized one. Windows the source has no data for yet do not count."""
+    if not statuses:
+        return "no complete window yet"
+    last = statuses[-1].key
+    reached = [s for s in statuses if s.status != NO_SOURCE_DATA]
+    if not reached:
+        return f"the source has no data for any complete window yet (last complete {last})"
+    newest = reached[-1].key
+    done = [s.key for s in statuses if s.materialized_at is not None]
+    behind = [s.key for s in reached if s.status in BEHIND and (not done or s.key > done[-1])]
+    if not done:
+        return f"never materialized; the source has data up to window {newest}"
+    if behind:
+        return f"{len(behind)} window(s) behind: newest materialized {done[-1]}, the source has data up to {newest}"
+    if newest == last:
+        return f"up to date (last complete window {last} is materialized)"
+    return f"up to date with the source (its newest window with data, {newest}, is materialized)"
 
 
 def render(description: Description) -> str:
@@ -121,14 +134,13 @@ def render(description: Description) -> str:
     ]
     width = max(len(f.name) for f in feature_set.features)
     lines += [f"    {f.name:<{width}}  {f.dtype:<9} {f.description or ''}".rstrip() for f in feature_set.features]
-    if description.windows:
-        lines.append(f"  materialized:    {len(description.windows)} window(s): "
-                     f"{describe_keys(description.windows, feature_set)}")
-    else:
-        lines.append("  materialized:    none")
-    if description.missing:
-        lines.append(f"  missing:         {len(description.missing)} complete window(s): "
-                     f"{describe_keys(description.missing, feature_set)}")
+    done = description.windows
+    lines.append(f"  materialized:    {len(done)} window(s): {describe_keys(done, feature_set)}" if done
+                 else "  materialized:    none")
+    for status in STATUSES[1:]:
+        keys = description.keys(status)
+        if keys:
+            lines.append(f"  {status + ':':<17}{len(keys)} window(s): {describe_keys(keys, feature_set)}")
     lines.append(f"  freshness:       {description.freshness_lag}; each window is due "
                  f"{format_duration(feature_set.freshness_deadline)} after it closes")
     lines.append("  last runs:" if description.runs else "  last runs:       none recorded on this Dagster instance")
@@ -140,6 +152,8 @@ def render(description: Description) -> str:
 
 
 def _last_runs(instance: DagsterInstance, feature_set: FeatureSet, limit: int) -> list[RunSummary]:
+    from dagster import AssetKey
+
     records = instance.fetch_materializations(AssetKey([feature_set.key]), limit=limit * 50).records
     by_run: dict[str, RunSummary] = {}
     for record in records:  # newest first; one materialization per window, grouped by run

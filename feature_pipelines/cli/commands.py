@@ -6,16 +6,23 @@ on first use) and hands it to every command as `click`'s context object.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from feature_pipelines.cli.workspace import Workspace
 from feature_pipelines.errors import FeatureStoreError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from feature_pipelines.cli.sample_data import SampleSize
+    from feature_pipelines.orchestration.writer_slots import SlotWait
 
 
 def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,12 +36,36 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             if click.get_current_context().find_root().params.get("debug"):
                 traceback.print_exc()
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(getattr(exc, "exit_code", 1))  # a run canceled by a signal exits 128 + its number
 
     return wrapper
 
 
-@click.group()
+class _Featurestore(click.Group):
+    """The command group. Run as its process's own command line (`main()` without arguments: the
+    console script, `python -m feature_pipelines.cli`), a read-only command that succeeded ends
+    the process at once: Python's teardown once Dagster is loaded takes 0.2-0.5 s, a quarter of
+    `featurestore status`, and such a command has nothing left to release (its instance and tables
+    are closed; the output is flushed first). Called with arguments, as click's CliRunner does, it
+    returns as usual."""
+
+    READ_ONLY = ("status", "describe")
+    _whole_process = False
+
+    def main(self, args: Any = None, *more: Any, **kwargs: Any) -> Any:
+        self._whole_process = args is None
+        return super().main(args, *more, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        result = super().invoke(ctx)
+        if self._whole_process and ctx.invoked_subcommand in self.READ_ONLY:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        return result
+
+
+@click.group(cls=_Featurestore)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -43,21 +74,51 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = Workspace()
 
 
+def _sample_options(min_days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options that pin the sample data: scale, days, seed and last day."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+                               help="Last day of the sample, e.g. 2024-02-29 (default: yesterday, the last "
+                                    "complete day in UTC).")(command)
+        command = click.option("--seed", type=int, default=7, show_default=True)(command)
+        command = click.option("--days", type=click.IntRange(min=min_days), default=60, show_default=True,
+                               help=f"Days of sample data, ending with --end (at least {min_days}).")(command)
+        return click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True,
+                            help="Number of transactions to generate (accounts and merchants grow with it).")(command)
+
+    return decorate
+
+
+def _sample(scale: int, days: int, seed: int, end: datetime | None) -> SampleSize:
+    """The sample the options describe; the same options give the same data on any day once
+    --end is given."""
+    from feature_pipelines.cli.sample_data import SampleSize, sample_end
+    from feature_pipelines.clock import utc_now
+
+    return SampleSize.for_scale(scale, end=sample_end(end.date() if end else None, utc_now()), days=days, seed=seed)
+
+
 @main.command()
-@click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True,
-              help="Number of transactions to generate (accounts and merchants grow with it).")
-@click.option("--days", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
+@_sample_options(min_days=1)
 @click.pass_obj
 @_friendly
-def generate(workspace: Workspace, scale: int, days: int, seed: int) -> None:
+def generate(workspace: Workspace, scale: int, days: int, seed: int, end: datetime | None) -> None:
     """Write the example source tables (transactions, accounts) as Delta under the data folder."""
-    from feature_pipelines.cli.sample_data import SampleSize, generate_sample_data
+    from feature_pipelines.cli.sample_data import generate_sample_data
 
     source_root = workspace.settings.source_root
-    counts = generate_sample_data(source_root, SampleSize.for_scale(scale, days=days, seed=seed))
+    sample = _sample(scale, days, seed, end)
+    counts = generate_sample_data(source_root, sample)
     for name, rows in counts.items():
-        click.echo(f"source {name}: {rows} rows -> {source_root}/{name}")
+        click.echo(f"source {name}: {rows} rows, {sample.first_day}..{sample.end} -> {source_root}/{name}")
+
+
+def _wait_timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--wait-timeout", type=click.FloatRange(min=0), default=None, metavar="S",
+        help="Give up (run canceled, nothing written) after waiting S seconds for a feature set's writer slot "
+             "while another run writes it (default: wait as long as it takes).")(command)
 
 
 @main.command()
@@ -65,17 +126,29 @@ def generate(workspace: Workspace, scale: int, days: int, seed: int) -> None:
 @click.option("--start", required=True, help="First window key, e.g. 2024-01-01 (hourly: 2024-01-01-05:00).")
 @click.option("--end", required=True, help="Last window key, included.")
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
+@_wait_timeout_option
 @click.pass_obj
 @_friendly
-def materialize(workspace: Workspace, name: str, start: str, end: str, version: int | None) -> None:
-    """Materialize windows START..END of FEATURE_SET in one Dagster run."""
+def materialize(workspace: Workspace, name: str, start: str, end: str, version: int | None,
+                wait_timeout: float | None) -> None:
+    """Materialize windows START..END of FEATURE_SET in one Dagster run.
+
+    While another run writes FEATURE_SET, this one waits for its writer slot and says which run
+    holds it; Ctrl-C cancels it."""
     from feature_pipelines.orchestration.runs import materialize_range
 
     feature_set = workspace.feature_set(name, version)
     defs = workspace.definitions()
     with workspace.online_server(), workspace.dagster_instance() as instance:
-        outcome = materialize_range(defs, instance, feature_set, start, end)
+        outcome = materialize_range(defs, instance, feature_set, start, end, _slot_wait(wait_timeout))
     _print_outcome(feature_set.key, outcome)
+
+
+def _slot_wait(timeout_s: float | None) -> SlotWait:
+    """How a CLI run waits for its writer slot: printing who holds it on stderr."""
+    from feature_pipelines.orchestration.writer_slots import SlotWait
+
+    return SlotWait(timeout_s=timeout_s, say=lambda message: click.secho(message, fg="yellow", err=True))
 
 
 @main.command()
@@ -146,12 +219,11 @@ def backfill(workspace: Workspace, name: str, start: str, end: str, version: int
 @_friendly
 def status(workspace: Workspace, name: str | None, version: int | None, start: str | None, end: str | None,
            show_all: bool) -> None:
-    """Per-window status of feature sets: materialized, missing, failed, in progress or stale."""
+    """Per-window status of feature sets: materialized, missing, failed, in progress, stale or no
+    source data (the source has no events for the window: nothing to compute, not behind)."""
     from feature_pipelines.clock import utc_now
-    from feature_pipelines.orchestration.window_states import window_run_states
-    from feature_pipelines.planning.window_status import (
-        STATUSES, staleness_files, status_windows, window_statuses,
-    )
+    from feature_pipelines.orchestration.window_states import feature_set_statuses
+    from feature_pipelines.planning.window_status import STATUSES
     from feature_pipelines.planning.windows import describe_keys
 
     feature_sets = [workspace.feature_set(name, version)] if name else list(workspace.catalog)
@@ -159,12 +231,8 @@ def status(workspace: Workspace, name: str | None, version: int | None, start: s
     now = utc_now()
     with workspace.dagster_instance() as instance:
         for feature_set in feature_sets:
-            windows = status_windows(feature_set, now, start, end)
-            rows = window_statuses(
-                feature_set, windows, workspace.offline.materialized_windows(feature_set),
-                staleness_files(feature_set, settings.source_root, settings.source_storage_options),
-                window_run_states(instance, feature_set, windows),
-            )
+            rows = feature_set_statuses(instance, feature_set, workspace.offline, settings.source_root,
+                                        settings.source_storage_options, now, start, end)
             counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
             click.echo(f"{feature_set.key}: {len(rows)} window(s): "
                        + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -175,9 +243,10 @@ def status(workspace: Workspace, name: str | None, version: int | None, start: s
                     if keys:
                         click.echo(f"  {state}: {describe_keys(keys, feature_set)}")
                 continue
+            click.echo(f"  {'window':<17}{'status':<16}{'rows':>9}  materialized at (UTC)")
             for row in rows:
                 when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
-                click.echo(f"  {row.key:<17}{row.status:<13}{(row.rows if row.rows is not None else '-'):>9}  {when}")
+                click.echo(f"  {row.key:<17}{row.status:<16}{(row.rows if row.rows is not None else '-'):>9}  {when}")
 
 
 @main.command()
@@ -239,11 +308,14 @@ def describe_feature_set(workspace: Workspace, name: str, version: int | None) -
     """The spec, versions, materialized windows, freshness, last runs and users of FEATURE_SET."""
     from feature_pipelines.cli.catalog_view import describe, render
     from feature_pipelines.clock import utc_now
+    from feature_pipelines.orchestration.window_states import feature_set_statuses
 
     feature_set = workspace.feature_set(name, version)
+    settings = workspace.settings
     with workspace.dagster_instance() as instance:
-        click.echo(render(describe(feature_set, workspace.catalog, workspace.offline, instance,
-                                   workspace.retrieval_specs, utc_now())))
+        statuses = feature_set_statuses(instance, feature_set, workspace.offline, settings.source_root,
+                                        settings.source_storage_options, utc_now())
+        click.echo(render(describe(feature_set, workspace.catalog, statuses, instance, workspace.retrieval_specs)))
 
 
 def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None) -> None:
@@ -260,35 +332,38 @@ def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None
 
 
 @main.command()
-@click.option("--scale", type=click.IntRange(min=100), default=20_000, show_default=True)
-@click.option("--days", type=click.IntRange(min=30), default=60, show_default=True,
-              help="Days of sample data, and so of daily windows to backfill (at least 30).")
+@_sample_options(min_days=30)
+@_wait_timeout_option
 @click.pass_obj
 @_friendly
-def demo(workspace: Workspace, scale: int, days: int) -> None:
-    """Generate sample data, backfill every feature set over all its days, publish online, summarize."""
+def demo(workspace: Workspace, scale: int, days: int, seed: int, end: datetime | None,
+         wait_timeout: float | None) -> None:
+    """Generate sample data up to yesterday, backfill every feature set over all its days, publish
+    online, summarize."""
     from datetime import timedelta
 
-    from feature_pipelines.cli.sample_data import SAMPLE_START, SampleSize, generate_sample_data, write_sample_observations
+    from feature_pipelines.cli.sample_data import generate_sample_data, write_sample_observations
     from feature_pipelines.orchestration.runs import materialize_range
     from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
     home = workspace.dagster_home()
     settings = workspace.settings
     click.echo(f"DAGSTER_HOME={home}\ndata folder: {settings.data_dir}")
-    counts = generate_sample_data(settings.source_root, SampleSize.for_scale(scale, days=days))
+    sample_size = _sample(scale, days, seed, end)
+    counts = generate_sample_data(settings.source_root, sample_size)
     click.echo("sample data: " + ", ".join(f"{k}={v} rows" for k, v in counts.items()))
     observations = str(settings.data_dir / "observations" / "fraud_labels.parquet")
     write_sample_observations(settings.source_root, observations)
     catalog = workspace.catalog
     defs = workspace.definitions()
-    first = SAMPLE_START.strftime("%Y-%m-%d")
-    last = (SAMPLE_START + timedelta(days=days - 1)).strftime("%Y-%m-%d")
+    # Every day of the sample is a complete daily window with source data.
+    first, last = sample_size.first_day.isoformat(), sample_size.end.isoformat()
     with workspace.online_server() as url, workspace.dagster_instance() as instance:
         outcomes = []
         for feature_set in catalog:
             click.echo(f"backfilling {feature_set.key}: {first} .. {last} in one run ...")
-            outcomes.append((feature_set, materialize_range(defs, instance, feature_set, first, last)))
+            outcomes.append((feature_set, materialize_range(defs, instance, feature_set, first, last,
+                                                            _slot_wait(wait_timeout))))
         online = RedisOnlineStore.from_url(url)
         click.echo("\nsummary")
         click.echo(f"{'feature set':<18}{'windows':>8}{'rows':>10}{'delta v':>9}{'online keys':>13}{'seconds':>9}  run")
@@ -308,8 +383,18 @@ def demo(workspace: Workspace, scale: int, days: int) -> None:
     click.echo(f"\nlabelled observations for a training set: {observations}")
     click.echo("  .venv/bin/featurestore training-set fraud_model --observations " + observations)
     click.echo("  .venv/bin/featurestore online fraud_model account_id=a000000 merchant_id=m00000 --at "
-               + (SAMPLE_START + timedelta(days=days)).isoformat())
+               + (sample_size.start + timedelta(days=days)).isoformat())
     click.echo(f"\nSee it in the UI: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+
+
+def _dataset_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The output format and engine options of the dataset commands, and their workspace."""
+    command = _friendly(command)
+    command = click.pass_obj(command)
+    command = click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto",
+                           show_default=True)(command)
+    return click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet",
+                        show_default=True)(command)
 
 
 @main.command("training-set")
@@ -317,10 +402,7 @@ def demo(workspace: Workspace, scale: int, days: int) -> None:
 @click.option("--observations", required=True, help="Delta table or Parquet path: entity keys, a UTC timestamp, labels.")
 @click.option("--timestamp-column", default="event_timestamp", show_default=True)
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/training/<run id>.parquet).")
-@click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
-@click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
-@click.pass_obj
-@_friendly
+@_dataset_run_options
 def training_set(workspace: Workspace, retrieval_spec: str, observations: str, timestamp_column: str, output: str,
                  output_format: str, engine: str) -> None:
     """Build a point-in-time correct training set for retrieval spec SPEC, as a Dagster run."""
@@ -334,10 +416,7 @@ def training_set(workspace: Workspace, retrieval_spec: str, observations: str, t
 @click.option("--entities", required=True, help="Delta table or Parquet path of the entity keys to score.")
 @click.option("--as-of", required=True, help="Inference time, ISO 8601 with a zone, e.g. 2024-02-01T00:00:00+00:00.")
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/inference/<run id>.parquet).")
-@click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet", show_default=True)
-@click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto", show_default=True)
-@click.pass_obj
-@_friendly
+@_dataset_run_options
 def inference_set(workspace: Workspace, retrieval_spec: str, entities: str, as_of: str, output: str,
                   output_format: str, engine: str) -> None:
     """Build the batch-inference features of SPEC for some entities at one time, as a Dagster run."""

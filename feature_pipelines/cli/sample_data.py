@@ -1,13 +1,15 @@
 """A deterministic example domain: accounts, merchants and card transactions, as Delta sources.
 
-The same seed and sizes always give the same tables. `transactions` sets the scale; the
-default is small enough for tests, and millions of rows work for benchmarks.
+The sample covers `days` whole UTC days ending with `end` (included). The same seed, sizes and
+end always give the same tables; the CLI ends it at the last complete day by default, so the
+demo's newest window is yesterday's and the store looks as live as a real one. `transactions`
+sets the scale; the default is small enough for tests, and millions of rows work for benchmarks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
+from feature_pipelines.errors import WindowError
 from feature_pipelines.stores.offline.delta_files import open_table, read_delta
 from feature_pipelines.spec.durations import epoch_micros
 from feature_pipelines.settings import resolve_path
 
-SAMPLE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 _SEGMENTS = np.array(["student", "retail", "affluent", "business"])
 _COUNTRIES = np.array(["DE", "FR", "NL", "ES", "IT", "PL"])
 _CHANNELS = np.array(["card_present", "online", "contactless"])
@@ -28,6 +30,9 @@ _CHANNELS = np.array(["card_present", "online", "contactless"])
 
 @dataclass(frozen=True)
 class SampleSize:
+    """How much sample data, and which days: `days` whole UTC days up to and including `end`."""
+
+    end: date
     transactions: int = 20_000
     accounts: int = 500
     merchants: int = 60
@@ -35,9 +40,10 @@ class SampleSize:
     seed: int = 7
 
     @classmethod
-    def for_scale(cls, transactions: int, days: int = 60, seed: int = 7) -> "SampleSize":
+    def for_scale(cls, transactions: int, end: date, days: int = 60, seed: int = 7) -> "SampleSize":
         """Entities grow with the number of transactions, as they would in a real bank."""
         return cls(
+            end=end,
             transactions=transactions,
             accounts=max(100, transactions // 40),
             merchants=max(20, transactions // 400),
@@ -45,9 +51,36 @@ class SampleSize:
             seed=seed,
         )
 
+    @property
+    def first_day(self) -> date:
+        return self.end - timedelta(days=self.days - 1)
 
-def generate_sample_data(source_root: str, size: SampleSize = SampleSize()) -> dict[str, int]:
-    """Write the `transactions` and `accounts` source tables under `source_root`; return row counts."""
+    @property
+    def start(self) -> datetime:
+        """The first instant of the sample (midnight UTC of its first day)."""
+        return datetime.combine(self.first_day, time(), tzinfo=timezone.utc)
+
+
+def last_complete_day(now: datetime) -> date:
+    """The newest UTC day that has ended at `now`: the default end of the sample."""
+    return (now.astimezone(timezone.utc) - timedelta(days=1)).date()
+
+
+def sample_end(end: date | None, now: datetime) -> date:
+    """The sample's last day: `end`, or the last complete day at `now`. A day that has not ended
+    yet is refused (its windows could not be materialized)."""
+    last = last_complete_day(now)
+    if end is None:
+        return last
+    if end > last:
+        raise WindowError(f"--end {end.isoformat()}: that day has not ended yet (now is "
+                          f"{now.isoformat(timespec='seconds')}); pass --end {last.isoformat()} or earlier.")
+    return end
+
+
+def generate_sample_data(source_root: str, size: SampleSize) -> dict[str, int]:
+    """Write the `transactions` and `accounts` source tables under `source_root` (replacing any
+    there); return their row counts."""
     rng = np.random.default_rng(size.seed)
     transactions = _transactions(rng, size)
     accounts = _account_profiles(rng, size)
@@ -67,7 +100,7 @@ def _transactions(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     merchants = rng.choice(size.merchants, n, p=merchant_weights / merchant_weights.sum())
     # Whole seconds, so that exact ties and window-boundary events do happen.
     offsets = rng.integers(0, span // 1_000_000, n) * 1_000_000
-    micros = np.sort(epoch_micros(SAMPLE_START) + offsets)
+    micros = np.sort(epoch_micros(size.start) + offsets)
     amounts = np.round(rng.lognormal(mean=3.2, sigma=1.0, size=n), 2)
     event_time = pa.array(micros, pa.timestamp("us", tz="UTC"))
     event_date = pc.strftime(event_time, format="%Y-%m-%d")
@@ -102,7 +135,7 @@ def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     growth = rng.choice([1.0, 1.5, 2.0], len(account))
     limit = base_limit[account] * np.where(change == 0, 1.0, growth)
     segment = _SEGMENTS[rng.integers(0, len(_SEGMENTS), n)][account]
-    micros = epoch_micros(SAMPLE_START) + seconds.astype(np.int64) * 1_000_000
+    micros = epoch_micros(size.start) + seconds.astype(np.int64) * 1_000_000
     return pa.table(
         {
             "account_id": pa.array(np.char.add("a", np.char.zfill(account.astype(str), 6))),

@@ -92,11 +92,17 @@ class Workspace:
 
     @contextmanager
     def dagster_instance(self) -> Iterator[DagsterInstance]:
-        """The Dagster instance of `DAGSTER_HOME`, open for the block."""
+        """The Dagster instance of `DAGSTER_HOME`, open for the block. Runs of this machine whose
+        process was killed are failed (and their writer slots freed) first, with a note on stderr."""
+        import click
         from dagster import DagsterInstance
+
+        from feature_pipelines.orchestration.dead_runs import reap_dead_runs
 
         self.dagster_home()
         with DagsterInstance.get() as instance:
+            for reaped in reap_dead_runs(instance):
+                click.secho(f"note: {reaped.describe()}", fg="yellow", err=True)
             yield instance
 
     @contextmanager

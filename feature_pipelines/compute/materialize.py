@@ -110,7 +110,8 @@ def materialize_windows(
         files.remove()
         raise
     # Not inside the cleanup above: the commit may succeed and the window-log append after it
-    # fail, and then the files belong to the table. A commit that fails leaves them to vacuum.
+    # fail (the next reader logs the windows from the commit), and then the files belong to the
+    # table. A commit that fails leaves them to vacuum.
     version = table.commit_files(
         actions,
         keys,

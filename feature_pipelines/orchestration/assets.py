@@ -47,9 +47,12 @@ def source_key(source: Source) -> AssetKey:
     return AssetKey(["sources", source.name])
 
 
+POOL_PREFIX = "feature_set_"
+
+
 def pool_name(feature_set: FeatureSet) -> str:
     """The concurrency pool that serializes writers of one feature set."""
-    return f"feature_set_{feature_set.name}"
+    return f"{POOL_PREFIX}{feature_set.name}"
 
 
 def source_spec(source: Source, source_root: str) -> AssetSpec:

@@ -7,6 +7,7 @@ from dagster import AssetKey, Definitions, define_asset_job
 from feature_pipelines.orchestration.assets import feature_set_assets, online_key, source_spec
 from feature_pipelines.orchestration.partitions import partitions_def
 from feature_pipelines.orchestration.automation import check_failure_sensor, failure_sensor, feature_set_schedule, source_sensor
+from feature_pipelines.orchestration.dead_runs import dead_run_sensor
 from feature_pipelines.orchestration.freshness import freshness_checks, freshness_sensor
 from feature_pipelines.orchestration.maintenance_job import maintenance_job, maintenance_schedule
 from feature_pipelines.spec.catalog import Catalog, load_catalog
@@ -59,6 +60,7 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
             failure_sensor(),
             check_failure_sensor(),
             freshness_sensor(freshness, catalog),
+            dead_run_sensor(),
         ],
         resources=build_resources(settings),
     )

@@ -15,7 +15,7 @@ from feature_pipelines.clock import parse_time
 from feature_pipelines.spec.catalog import Catalog
 from feature_pipelines.orchestration.metadata import dataset_metadata
 from feature_pipelines.retrieval.observations import load_observations
-from feature_pipelines.orchestration.resources import OfflineStoreResource
+from feature_pipelines.orchestration.resources import OfflineStoreResource, SourcesResource
 from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 
@@ -54,9 +54,9 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
            description=f"Point-in-time correct training set of {spec.name}. {description}")
     def training(
         context: AssetExecutionContext, config: TrainingDatasetConfig, pyspark: LazyPySparkResource,
-        offline_store: OfflineStoreResource,
+        offline_store: OfflineStoreResource, sources: SourcesResource,
     ) -> MaterializeResult:
-        store = FeatureStore(catalog, offline_store.store(), spark=_LazySpark(pyspark))
+        store = _feature_store(catalog, offline_store, sources, pyspark)
         output = config.output or str(data_dir / "datasets" / spec.name / "training" / context.run_id)
         context.log.info(f"{spec.name}: joining {config.observations} with {len(selections)} feature set(s)")
         written = store.get_offline_features(
@@ -73,10 +73,10 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
            description=f"Batch-inference features of {spec.name} at one time. {description}")
     def inference(
         context: AssetExecutionContext, config: InferenceDatasetConfig, pyspark: LazyPySparkResource,
-        offline_store: OfflineStoreResource,
+        offline_store: OfflineStoreResource, sources: SourcesResource,
     ) -> MaterializeResult:
         as_of = parse_time(config.as_of)
-        store = FeatureStore(catalog, offline_store.store(), spark=_LazySpark(pyspark))
+        store = _feature_store(catalog, offline_store, sources, pyspark)
         output = config.output or str(data_dir / "datasets" / spec.name / "inference" / context.run_id)
         entities = load_observations(config.entities)
         context.log.info(f"{spec.name}: features of {len(entities)} entities as of {as_of.isoformat()}")
@@ -89,6 +89,12 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
         return MaterializeResult(metadata=metadata)
 
     return [training, inference]
+
+
+def _feature_store(catalog: Catalog, offline_store: OfflineStoreResource, sources: SourcesResource,
+                   pyspark: LazyPySparkResource) -> FeatureStore:
+    return FeatureStore(catalog, offline_store.store(), spark=_LazySpark(pyspark), source_root=sources.root,
+                        source_storage_options=dict(sources.storage_options))
 
 
 class _LazySpark:

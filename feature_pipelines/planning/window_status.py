@@ -5,10 +5,14 @@ A window is, in order of precedence:
 - failed: its latest Dagster attempt failed (and the data, if any, is from an earlier run);
 - stale: it is materialized, but source files it reads changed after that;
 - materialized: written to the offline store (the window log says so);
-- missing: none of the above.
+- no source data: none of the above, and the source has no events for it: the window ends at or
+  before the source's earliest event (the source begins later), or starts after its newest one
+  (the data has not arrived yet). There is nothing to compute, so it does not count as behind;
+- missing: none of the above: the source has data for the window but the store lacks it.
 
 Pure rules: the window log entries, the run state of each window (read from Dagster by
-`orchestration.window_states`) and the source's files come in; statuses come out.
+`orchestration.window_states`) and the source's files (their event-time statistics) come in;
+statuses come out.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from feature_pipelines.errors import SourceError
-from feature_pipelines.planning.source_changes import SourceFile, open_source, source_files
+from feature_pipelines.planning.source_changes import SourceFile, SourceSpan, open_source, source_files
 from feature_pipelines.planning.windows import Window, describe_keys, window_containing, windows_between
 from feature_pipelines.spec.feature_set import FeatureSet
 
@@ -27,7 +31,10 @@ MISSING = "missing"
 FAILED = "failed"
 IN_PROGRESS = "in progress"
 STALE = "stale"
-STATUSES = (MATERIALIZED, MISSING, FAILED, IN_PROGRESS, STALE)
+NO_SOURCE_DATA = "no source data"
+STATUSES = (MATERIALIZED, MISSING, FAILED, IN_PROGRESS, STALE, NO_SOURCE_DATA)
+# The windows a set is behind on: the source has data for them, the store lacks it.
+BEHIND = (MISSING, FAILED)
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,10 @@ def window_statuses(
 ) -> list[WindowStatus]:
     """Status of each of `windows`. `logged` is the window log (key -> entry, as
     `materialized_windows` returns it); `files` the source's files, None when unknown (then no
-    window is stale); `run_states` the Dagster state of a window's latest run, `IN_PROGRESS` or
-    `FAILED` (other keys and None count as neither)."""
+    window is stale, and none lacks source data); `run_states` the Dagster state of a window's
+    latest run, `IN_PROGRESS` or `FAILED` (other keys and None count as neither)."""
     states = run_states or {}
+    span = None if files is None else SourceSpan.of(files)
     result = []
     for window in windows:
         entry = logged.get(window.key)
@@ -72,7 +80,7 @@ def window_statuses(
         elif state == FAILED:
             status = FAILED
         elif entry is None:
-            status = MISSING
+            status = MISSING if span is None or span.has_data_for(window) else NO_SOURCE_DATA
         elif _changed_since(feature_set, window.start, window.end, files, _utc(entry["materialized_at"])):
             status = STALE
         else:

@@ -105,11 +105,14 @@ def describe_keys(keys: list[str], feature_set: FeatureSet) -> str:
     fmt = feature_set.partitions.key_format
     parts: list[str] = []
     run: list[str] = []
+    previous = None
     for key in sorted(keys):
-        if run and datetime.strptime(run[-1], fmt) + step != datetime.strptime(key, fmt):
+        start = datetime.strptime(key, fmt)  # once per key: a thousand windows are common
+        if run and previous + step != start:
             parts.append(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}")
             run = []
         run.append(key)
+        previous = start
     if run:
         parts.append(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}")
     return ", ".join(parts)

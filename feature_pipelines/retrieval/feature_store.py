@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from feature_pipelines.errors import RetrievalError
+from feature_pipelines.planning.source_changes import source_span
 from feature_pipelines.planning.windows import describe_keys, windows_between
 from feature_pipelines.retrieval.local_engine import LocalJoin, write_frame
 from feature_pipelines.retrieval.observations import ObservationFiles, open_observations
@@ -48,10 +49,16 @@ class FeatureStore:
         online: RedisOnlineStore | None = None,
         spark: Any = None,
         local_engine_max_rows: int = LOCAL_ENGINE_MAX_ROWS,
+        source_root: str | None = None,
+        source_storage_options: dict[str, str] | None = None,
     ):
+        """`source_root`: where the sources are, so that windows the source has no data for need
+        not be materialized (without it, every window the observations can draw from must be)."""
         self.catalog = catalog
         self.offline = offline
         self.online = online
+        self.source_root = source_root
+        self.source_storage_options = source_storage_options
         self._spark = spark
         self.local_engine_max_rows = local_engine_max_rows
         self._local = LocalJoin()
@@ -67,6 +74,8 @@ class FeatureStore:
             load_catalog(settings.feature_defs_dir),
             DeltaOfflineStore(settings.offline_uri, settings.offline_storage_options),
             online,
+            source_root=settings.source_root,
+            source_storage_options=settings.source_storage_options,
         )
 
     # --- offline --------------------------------------------------------------------------------
@@ -147,13 +156,17 @@ class FeatureStore:
         return retrieval.resolve(self.catalog, full_names)
 
     def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime) -> None:
-        """Every complete window the observations can draw from must be materialized."""
+        """Every complete window the observations can draw from must be materialized, unless the
+        source has no data for it (it would be empty: the join is the same without it)."""
         span = key_range(feature_set, t_min, t_max)
         if span is None:
             return
         needed = [w for w in windows_between(feature_set, *span) if w.end <= now]
         done = self.offline.materialized_windows(feature_set)
-        missing = [w.key for w in needed if w.key not in done]
+        absent = [w for w in needed if w.key not in done]
+        reached = None if not absent or self.source_root is None else source_span(
+            feature_set.source, self.source_root, self.source_storage_options)
+        missing = [w.key for w in absent if reached is None or reached.has_data_for(w)]
         if not missing:
             return
         what = "was never materialized" if not done else f"is missing {len(missing)} window(s)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from feature_pipelines.orchestration.code_location import build_definitions
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
 from tests.helpers import dagster_env
+
+NOW = datetime(2024, 2, 20, 9, tzinfo=timezone.utc)
 
 
 def test_list_shows_every_feature_set(settings: Settings, tmp_path: Path) -> None:
@@ -55,6 +58,8 @@ def test_describe_shows_spec_windows_freshness_runs_and_users(spark, settings: S
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     env = dagster_env(settings, tmp_path / "home")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    # Complete windows 2024-01-01..2024-02-19; the accounts source's events end on 2024-02-09.
+    monkeypatch.setattr("feature_pipelines.clock.utc_now", lambda: NOW)
     catalog = load_catalog(settings.feature_defs_dir)
     with DagsterInstance.get() as instance:
         outcome = materialize_range(build_definitions(settings, catalog), instance, catalog.get("accounts"),
@@ -67,7 +72,9 @@ def test_describe_shows_spec_windows_freshness_runs_and_users(spark, settings: S
         "versions:        v1", "owners:          team:crm", "entities:        account_id (string)",
         "source:          accounts (delta, path accounts, event time updated_at)", "compute:         passthrough",
         "credit_limit  float64   Credit limit in EUR", "materialized:    3 window(s): 2024-01-02..2024-01-04",
-        "missing:", "2024-01-01, 2024-01-05..", "window(s) behind: newest materialized 2024-01-04",
+        "missing:         37 window(s): 2024-01-01, 2024-01-05..2024-02-09\n",
+        "no source data:  10 window(s): 2024-02-10..2024-02-19\n",
+        "freshness:       36 window(s) behind: newest materialized 2024-01-04, the source has data up to 2024-02-09; "
         "each window is due 7h after it closes",
         f"{outcome.run_id[:8]}  2024-01-02 .. 2024-01-04 (3 windows)", "used by:         fraud_model",
     ]:

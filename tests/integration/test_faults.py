@@ -1,6 +1,6 @@
 """Fault injection with real Spark, Delta, redis-server and Dagster: a process SIGKILLed in the
-middle of a Delta write or between the offline commit and the online publish, Redis stopping
-mid-publish or down for a whole run. After each fault the stores are compared with a clean run:
+middle of a Delta write, between the Delta commit and the window log, or between the offline
+commit and the online publish, Redis stopping mid-publish or down for a whole run. After each fault the stores are compared with a clean run:
 identical, nothing lost, nothing duplicated.
 """
 
@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,10 @@ from dagster import DagsterEventType, DagsterInstance
 
 from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.orchestration.code_location import build_definitions
-from feature_pipelines.faults import OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
+from feature_pipelines.errors import RetrievalError
+from feature_pipelines.faults import OFFLINE_AFTER_COMMIT, OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
+from feature_pipelines.planning.window_status import status_windows, window_statuses
+from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
@@ -139,6 +143,59 @@ def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_
     reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-06")
     pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
     assert sorted(offline.materialized_windows(transactions)) == [f"2024-01-0{d}" for d in range(1, 7)]
+
+
+def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_data_in_agreement(
+        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> None:
+    settings = replace(settings, redis_url=own_redis.url)
+    env = dagster_env(settings, tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    catalog = load_catalog(settings.feature_defs_dir)
+    transactions = catalog.get("transactions")
+    defs = build_definitions(settings, catalog)
+    offline = DeltaOfflineStore(settings.offline_uri)
+    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
+    with DagsterInstance.get() as instance:
+        materialize_range(defs, instance, transactions, "2024-01-01", "2024-01-02")
+    version = offline.open(transactions).delta.version()
+
+    # Rewrites 01-02 (checked and published) and adds 01-03..04; killed once their Delta commit
+    # is made, before the window log lists them.
+    killed_cli_run(env, OFFLINE_AFTER_COMMIT, tmp_path / "fault", "transactions", "--start", "2024-01-02", "--end", "2024-01-04")
+    table = offline.open(transactions)
+    assert table.delta.version() == version + 1
+    held = table.read(columns=["window_key"]).column("window_key").value_counts().to_pylist()
+    logged = offline.materialized_windows(transactions)
+    assert {k: e["rows"] for k, e in logged.items()} == {c["values"]: c["counts"] for c in held}
+    assert {k: e["checks"] for k, e in logged.items()} == {
+        "2024-01-01": "passed", "2024-01-02": "pending", "2024-01-03": "pending", "2024-01-04": "pending"}
+    now = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    statuses = window_statuses(transactions, status_windows(transactions, now, "2024-01-01", "2024-01-05"), logged, None)
+    assert [s.status for s in statuses] == ["materialized"] * 4 + ["missing"]
+    retrieval = FeatureStore(catalog, offline)
+    observations = pd.DataFrame({"account_id": ["a000001"], "event_timestamp": pd.to_datetime(["2024-01-04 23:00"], utc=True)})
+    retrieval.get_offline_features(observations, ["transactions:1:amount_sum_1d"], engine="local", now=now)
+    with pytest.raises(RetrievalError, match=r"is missing 1 window\(s\)"):
+        retrieval.get_offline_features(observations.assign(event_timestamp=pd.Timestamp("2024-01-05 23:00", tz="UTC")),
+                                       ["transactions:1:amount_sum_1d"], engine="local", now=now)
+    # Unchecked, so never published by a repair: neither the new windows nor 01-02's new rows.
+    assert offline.publishable_windows(transactions) == ["2024-01-01"]
+
+    with DagsterInstance.get() as instance:  # the next scheduled window, then a re-run of the killed ones
+        fail_dead_runs(instance)
+        later = materialize_range(defs, instance, transactions, "2024-01-05", "2024-01-05")
+        assert later.online["repaired_windows"] == "none"
+        assert online.published_windows(transactions) == {"2024-01-01", "2024-01-02", "2024-01-05"}
+        materialize_range(defs, instance, transactions, "2024-01-02", "2024-01-04")
+
+    days = [f"2024-01-0{d}" for d in range(1, 6)]
+    assert offline.publishable_windows(transactions) == days
+    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-05")
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    expected = RedisOnlineStore(redis.Redis.from_url(own_redis.url.replace("/0", "/1")), "reference")
+    publish_windows(transactions, days, reference, expected)
+    entities = sorted(offline.open(transactions).read().column("account_id").unique().to_pylist())
+    assert online_values(online, transactions, entities) == online_values(expected, transactions, entities)
 
 
 def test_killed_between_offline_commit_and_online_publish_is_repaired_by_the_next_run(

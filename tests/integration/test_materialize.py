@@ -17,6 +17,7 @@ from feature_pipelines.errors import SourceError, TransformOutputError
 from feature_pipelines.compute.materialize import Stores, materialize_windows
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.offline.window_log import WindowLog
 from feature_pipelines.planning.windows import windows_between
 from tests.factories import feature_set, source
 from tests.helpers import PROJECT_DIR, offline_frame, write_source
@@ -141,7 +142,7 @@ def test_failure_after_the_commit_keeps_the_committed_files(
     def log_fails(*args, **kwargs) -> None:
         raise OSError("window log unreachable")
 
-    monkeypatch.setattr(DeltaOfflineStore, "_log_windows", log_fails)
+    monkeypatch.setattr(WindowLog, "sync", log_fails)
     with pytest.raises(OSError, match="window log unreachable"):
         materialize_windows(spark, spec, window_keys, sample_stores)
     monkeypatch.undo()
@@ -149,6 +150,7 @@ def test_failure_after_the_commit_keeps_the_committed_files(
     assert DeltaTable(sample_stores.offline.table_uri(spec)).version() == 2  # the data commit happened
     committed = sample_stores.offline.open(spec).read().to_pandas()  # every referenced file is still there
     assert len(committed) > 0 and sorted(committed["window_key"].unique()) == window_keys
+    assert sorted(sample_stores.offline.materialized_windows(spec)) == window_keys  # logged from the commit
 
 
 # --- bad input -----------------------------------------------------------------------------------

@@ -201,11 +201,29 @@ def test_bad_retrieval_input_is_rejected_and_nothing_written(store: FeatureStore
     assert not output.exists()
 
 
-def test_never_materialized_version_names_the_windows(spark, stores: Stores) -> None:
-    store = FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+def test_never_materialized_version_names_the_windows(spark, stores: Stores, sample_sources: str) -> None:
     obs = pd.DataFrame({"account_id": ["a1"], "event_timestamp": pd.to_datetime(["2024-01-03 12:00"], utc=True)})
-    with pytest.raises(RetrievalError, match="accounts_v1 was never materialized .*: 2024-01-01..2024-01-03"):
-        store.get_offline_features(obs, ["accounts:1:segment"])
+    # Whether or not the store knows the sources: the source has data for these windows.
+    for source_root in (None, sample_sources):
+        store = FeatureStore(CATALOG, stores.offline, stores.online, spark=spark, source_root=source_root)
+        with pytest.raises(RetrievalError, match="accounts_v1 was never materialized .*: 2024-01-01..2024-01-03"):
+            store.get_offline_features(obs, ["accounts:1:segment"])
+
+
+def test_windows_without_source_data_need_not_be_materialized(store: FeatureStore, sample_sources: str) -> None:
+    """The sample's events end on 2024-02-09 and the windows are materialized through 2024-02-19:
+    observations on 2024-03-05 draw on windows up to 2024-03-05, which only a store that knows the
+    source can tell are empty. Its answer is the one at T, when no row has come since."""
+    later = pd.DataFrame({"account_id": ["a000001", "a000002", "a000003"], "merchant_id": ["m00001", "m00002", "m00000"],
+                          "event_timestamp": pd.to_datetime(["2024-03-05 10:00"] * 3, utc=True)})
+    now = datetime(2024, 3, 10, tzinfo=UTC)
+    with pytest.raises(RetrievalError, match=r"transactions_v1 is missing 15 window\(s\) .*: 2024-02-20..2024-03-05"):
+        store.get_offline_features(later, SPEC, now=now, engine="local")
+    knowing = FeatureStore(CATALOG, store.offline, store.online, source_root=sample_sources)
+    got = knowing.get_offline_features(later, SPEC, now=now, engine="local")
+    at_t = knowing.get_offline_features(later.assign(event_timestamp=T), SPEC, now=now, engine="local")
+    assert got["amount_sum_7d"].notna().all() and got["segment"].notna().all()
+    pd.testing.assert_frame_equal(got.drop(columns="event_timestamp"), at_t.drop(columns="event_timestamp"))
 
 
 def _settings_for(store: FeatureStore, tmp_path: Path, redis_url: str) -> Settings:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import instance_for_test
+from click.testing import CliRunner
+from dagster import DagsterInstance, instance_for_test
 from deltalake import DeltaTable, write_deltalake
 
+from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.orchestration.code_location import build_definitions
 from feature_pipelines.stores.offline.delta_files import read_delta
@@ -21,7 +23,7 @@ from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
 from feature_pipelines.orchestration.window_states import window_run_states
 from feature_pipelines.planning.window_status import staleness_files, status_windows, window_statuses
-from tests.helpers import PROJECT_DIR
+from tests.helpers import PROJECT_DIR, dagster_env
 
 pytestmark = pytest.mark.integration
 CATALOG = load_catalog(PROJECT_DIR / "feature_defs")
@@ -62,3 +64,32 @@ def test_status_shows_materialized_missing_failed_and_stale_windows(spark, setti
     logged = offline.materialized_windows(ACCOUNTS)
     assert by_key["2024-01-02"].rows == logged["2024-01-02"]["rows"] and by_key["2024-01-02"].materialized_at is not None
     assert by_key["2024-01-01"].rows is None
+
+
+def test_status_cli_separates_missing_windows_from_windows_without_source_data(
+        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = dagster_env(settings, tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    # Complete windows 2024-01-01..2024-02-19; the accounts source's events end on 2024-02-09.
+    monkeypatch.setattr("feature_pipelines.clock.utc_now", lambda: datetime(2024, 2, 20, 9, tzinfo=timezone.utc))
+    with DagsterInstance.get() as instance:
+        materialize_range(build_definitions(settings, CATALOG), instance, ACCOUNTS, "2024-01-02", "2024-01-04")
+    rows = DeltaOfflineStore(settings.offline_uri).materialized_windows(ACCOUNTS)["2024-01-04"]["rows"]
+
+    compact = CliRunner().invoke(featurestore, ["status", "accounts"], env=env)
+    assert compact.exit_code == 0, compact.output
+    assert compact.output.splitlines() == [
+        "accounts_v1: 50 window(s): 3 materialized, 37 missing, 10 no source data",
+        "  missing: 2024-01-01, 2024-01-05..2024-02-09",
+        "  no source data: 2024-02-10..2024-02-19",
+    ]
+    every = CliRunner().invoke(featurestore, ["status", "accounts", "--all"], env=env)
+    assert every.exit_code == 0, every.output
+    lines = every.output.splitlines()
+    assert lines[:2] == ["accounts_v1: 50 window(s): 3 materialized, 37 missing, 10 no source data",
+                         "  window           status               rows  materialized at (UTC)"]
+    assert len(lines) == 2 + 50
+    by_key = {line.split()[0]: line for line in lines[2:]}
+    assert by_key["2024-01-04"].startswith(f"  2024-01-04       materialized    {rows:>9}  20")
+    assert by_key["2024-02-09"] == "  2024-02-09       missing                 -  -"
+    assert by_key["2024-02-10"] == "  2024-02-10       no source data          -  -"

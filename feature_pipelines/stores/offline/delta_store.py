@@ -1,15 +1,16 @@
 """The offline store: one Delta table per feature set version, partitioned by window key.
 
 Writes replace whole windows with a predicate overwrite, so a run is one atomic Delta commit
-and windows it does not name are never touched.
+and windows it does not name are never touched. Each commit names the windows it wrote or
+deleted; the window log beside the table (`window_log.py`) is kept up to date from them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -19,18 +20,15 @@ from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction
 
 from feature_pipelines.stores.offline.delta_files import find_table, local_path, open_table, read_delta, table_exists
+from feature_pipelines.stores.offline.window_log import (
+    CHECKS_FAILED, CHECKS_PASSED, WindowLog, deleted_metadata, written_metadata,
+)
 from feature_pipelines.spec.dtypes import arrow_type
 from feature_pipelines.errors import OfflineStoreError, VersionConflictError
-from feature_pipelines.faults import OFFLINE_MID_WRITE, fault_point
+from feature_pipelines.faults import OFFLINE_AFTER_COMMIT, OFFLINE_MID_WRITE, fault_point
 from feature_pipelines.spec.fingerprint import DEFINITION_PROPERTY, FINGERPRINT_PROPERTY, changed_fields, definition, fingerprint
 from feature_pipelines.settings import resolve_path
 from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet, Versioned
-
-
-# A window's blocking-check verdict in the window log: written as pending with the data, then
-# passed or failed once the checks ran. A crash in between leaves it pending: never published
-# by repair until a run re-checks it.
-CHECKS_PENDING, CHECKS_PASSED, CHECKS_FAILED = "pending", "passed", "failed"
 
 
 def offline_schema(feature_set: FeatureSet) -> pa.Schema:
@@ -61,6 +59,9 @@ class DeltaOfflineStore:
         """A small Delta table recording every window written: the windows are known even when empty."""
         return resolve_path(self.root, f"_windows/{ref.name}/v{ref.version}")
 
+    def window_log(self, ref: Versioned) -> WindowLog:
+        return WindowLog(self.window_log_uri(ref), self.storage_options)
+
     def exists(self, ref: Versioned) -> bool:
         return table_exists(self.table_uri(ref), self.storage_options)
 
@@ -82,37 +83,15 @@ class DeltaOfflineStore:
         _pin(table, feature_set)
         return table
 
-    def _window_log(self, ref: Versioned) -> DeltaTable | None:
-        return find_table(self.window_log_uri(ref), self.storage_options)
-
-    def _log_windows(
-        self, ref: Versioned, keys: list[str], rows: dict[str, int], version: int, metadata: dict[str, str],
-        checks: str = CHECKS_PENDING,
-    ) -> None:
-        now = datetime.now(timezone.utc)
-        log = pa.table(
-            {
-                WINDOW_KEY_COLUMN: pa.array(keys, pa.string()),
-                "rows": pa.array([rows.get(k, 0) for k in keys], pa.int64()),
-                "table_version": pa.array([version] * len(keys), pa.int64()),
-                "run_id": pa.array([metadata.get("run_id", "")] * len(keys), pa.string()),
-                "materialized_at": pa.array([now] * len(keys), arrow_type("timestamp")),
-                "checks": pa.array([checks] * len(keys), pa.string()),
-            }
-        )
-        # schema_mode="merge": logs written before the `checks` column existed gain it (null there).
-        write_deltalake(self.window_log_uri(ref), log, mode="append", schema_mode="merge",
-                        storage_options=self.storage_options or None)
-
     def record_checks(self, ref: Versioned, window_keys: Iterable[str], passed: bool) -> None:
         """Record the blocking checks' verdict on windows just written: only windows whose checks
         passed are ever published online by repair (see `publishable_windows`)."""
         logged = self.materialized_windows(ref)
-        keys = [k for k in sorted(set(window_keys)) if k in logged]
-        for version in sorted({logged[k]["table_version"] for k in keys}):
-            batch = [k for k in keys if logged[k]["table_version"] == version]
-            self._log_windows(ref, batch, {k: logged[k]["rows"] for k in batch}, version,
-                              {"run_id": logged[batch[0]]["run_id"]}, CHECKS_PASSED if passed else CHECKS_FAILED)
+        now = datetime.now(timezone.utc)
+        verdict = CHECKS_PASSED if passed else CHECKS_FAILED
+        entries = [{**logged[k], "materialized_at": now, "checks": verdict} for k in sorted(set(window_keys)) if k in logged]
+        if entries:
+            self.window_log(ref).append(entries)
 
     def publishable_windows(self, ref: Versioned) -> list[str]:
         """Windows written whose blocking checks passed (or that predate check records)."""
@@ -120,19 +99,21 @@ class DeltaOfflineStore:
                       if e.get("checks") in (CHECKS_PASSED, None))
 
     def materialized_windows(self, ref: Versioned) -> dict[str, dict]:
-        """Every window ever written, with its latest row count, table version and time (from
-        the window log alone: the version may no longer be declared)."""
-        table = self._window_log(ref)
-        if table is None:
-            return {}
-        latest: dict[str, dict] = {}
-        for entry in sorted(read_delta(table).to_pylist(), key=lambda e: (e["table_version"], e["materialized_at"])):
-            latest[entry[WINDOW_KEY_COLUMN]] = entry
-        return latest
+        """Every window the table holds, with its latest row count, table version, run, time and
+        checks verdict (from the window log, first caught up with the table's commits when they
+        are ahead of it; the version need not be declared)."""
+        return self.window_log(ref).windows(find_table(self.table_uri(ref), self.storage_options))
+
+    def sync_window_log(self, ref: Versioned) -> None:
+        """Bring the window log up to the table's latest commit (see `window_log.py`)."""
+        table = find_table(self.table_uri(ref), self.storage_options)
+        if table is not None:
+            self.window_log(ref).sync(table)
 
     def delete_version(self, ref: Versioned) -> None:
-        """Delete a version's window log, then its table. Local folders are removed; on an object
-        store every row is deleted and vacuumed at once, leaving only an empty Delta log."""
+        """Delete a version's window log, then its table (a crash in between leaves a table whose
+        windows a reader logs again, pending, until the retry). Local folders are removed; on an
+        object store every row is deleted and vacuumed at once, leaving only an empty Delta log."""
         for uri in (self.window_log_uri(ref), self.table_uri(ref)):
             if not table_exists(uri, self.storage_options):
                 continue
@@ -241,17 +222,21 @@ class OfflineTable:
         return self._replace(window_keys, write, commit_metadata, rows_per_window)
 
     def delete_windows(self, window_keys: Iterable[str]) -> None:
-        """Remove windows: first from the window log (they read as missing), then their rows, so
-        a crash in between never leaves a window marked materialized without its data."""
+        """Remove windows: one commit replaces them with no rows and names them as deleted, then
+        the window log catches up and drops them (a crash in between is caught up by the next
+        reader, so they never read as materialized without their data)."""
         keys = sorted(set(window_keys))
-        if not keys:
+        if not keys or self._table is None:
             return
-        predicate = f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})"
-        log = self.store._window_log(self.feature_set)
-        if log is not None:
-            log.delete(predicate)
-        if self._table is not None:
-            self._table.delete(predicate)
+        table = self._latest()
+        # An overwrite rather than a DELETE: it commits even for windows holding no rows.
+        write_deltalake(
+            table, offline_schema(self.feature_set).empty_table(), mode="overwrite", partition_by=[WINDOW_KEY_COLUMN],
+            predicate=f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})",
+            commit_properties=CommitProperties(custom_metadata=deleted_metadata(keys)),
+        )
+        table.update_incremental()
+        self.store.window_log(self.feature_set).sync(table)
 
     def _replace(
         self,
@@ -261,16 +246,13 @@ class OfflineTable:
         rows_per_window: dict[str, int] | None,
     ) -> int:
         """Create and pin the table when new, check it, run `write` (one commit replacing the
-        windows), then log the windows.
-
-        The window log is appended after the data commit: a crash in between leaves windows
-        that hold data but read as missing, which a re-run repairs; never the reverse.
+        windows and naming them with their row counts in its commitInfo), then log the windows.
         """
         feature_set = self.feature_set
         keys = sorted(set(window_keys))
         if not keys:
             raise OfflineStoreError(f"feature set {feature_set.key}: no windows given to replace.")
-        metadata = {"feature_set": feature_set.key, "windows": json.dumps(keys), **(commit_metadata or {})}
+        metadata = {"feature_set": feature_set.key, **(commit_metadata or {}), **written_metadata(keys, rows_per_window)}
         try:
             table = self._latest()
             self._check_schema()  # before adopting an unpinned table: never pin a mismatch
@@ -284,7 +266,11 @@ class OfflineTable:
             ) from exc
         table.update_incremental()  # to the commit just made (a file commit does not move the object)
         version = table.version()
-        self.store._log_windows(feature_set, keys, rows_per_window or {}, version, metadata)
+        # The window log follows the commit, not in its transaction: a crash here leaves the log
+        # behind the table, and whoever reads or writes it next logs these windows from the
+        # commit's commitInfo (checks pending, so repair never publishes them unchecked).
+        fault_point(OFFLINE_AFTER_COMMIT)
+        self.store.window_log(feature_set).sync(table)
         return version
 
     def _latest(self) -> DeltaTable:

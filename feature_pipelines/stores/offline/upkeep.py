@@ -65,13 +65,16 @@ def maintain_table(uri: str, storage_options: dict[str, str] | None = None,
 
 def maintain_feature_set(feature_set: FeatureSet, offline: DeltaOfflineStore,
                          retention_hours: int = DEFAULT_RETENTION_HOURS) -> list[TableUpkeep]:
-    """Maintain a version's offline table and its window log."""
-    done = []
-    for uri in (offline.table_uri(feature_set), offline.window_log_uri(feature_set)):
-        upkeep = maintain_table(uri, offline.storage_options, retention_hours)
-        if upkeep is not None:
-            done.append(upkeep)
-    return done
+    """Maintain a version's offline table and its window log.
+
+    The log is caught up with the table before (the table's expired commits are removed, and
+    the log must have read them) and after (the upkeep commits name no window; readers then find
+    the log current and skip reading the table's history)."""
+    offline.sync_window_log(feature_set)
+    done = [maintain_table(offline.table_uri(feature_set), offline.storage_options, retention_hours)]
+    offline.sync_window_log(feature_set)
+    done.append(maintain_table(offline.window_log_uri(feature_set), offline.storage_options, retention_hours))
+    return [upkeep for upkeep in done if upkeep is not None]
 
 
 def _remove_empty_run_folders(uri: str) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from feature_pipelines.errors import WindowError
-from feature_pipelines.planning.source_changes import SourceFile
+from feature_pipelines.planning.source_changes import SourceFile, SourceSpan
 from feature_pipelines.planning.window_status import (
     FAILED, IN_PROGRESS, last_complete_window, status_summary, status_windows, window_statuses,
 )
@@ -89,3 +89,59 @@ def test_summary_counts_each_status_and_lists_the_other_windows_as_ranges() -> N
         "| missing | 2 | 2024-01-03..2024-01-04 |",
         "| failed | 1 | 2024-01-05 |",
     ])
+
+
+def span_files(earliest: datetime, newest: datetime) -> list[SourceFile]:
+    """A source of two files whose events run from `earliest` to `newest`, unchanged since."""
+    middle = earliest + (newest - earliest) / 2
+    return [SourceFile("a.parquet", datetime(2024, 1, 1, tzinfo=UTC), earliest, middle),
+            SourceFile("b.parquet", datetime(2024, 1, 1, tzinfo=UTC), middle, newest)]
+
+
+def test_windows_the_source_has_no_events_for_are_no_source_data_not_missing() -> None:
+    windows = status_windows(SCORES, datetime(2024, 1, 12, tzinfo=UTC))  # 2024-01-01..2024-01-11
+    # Events from 01-03 05:00 to 01-08 00:00 (the first instant of 01-08): 01-01 and 01-02 end before
+    # the earliest event, 01-09.. start after the newest.
+    files = span_files(datetime(2024, 1, 3, 5, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC))
+    logged = {"2024-01-02": entry(0), "2024-01-04": entry(3), "2024-01-10": entry(0)}
+    states = {"2024-01-01": FAILED, "2024-01-11": IN_PROGRESS, "2024-01-06": FAILED}
+    statuses = {s.key: s.status for s in window_statuses(SCORES, windows, logged, files, states)}
+    assert statuses == {
+        "2024-01-01": "failed",  # run states and the log come first, wherever the source is
+        "2024-01-02": "materialized",
+        "2024-01-03": "missing", "2024-01-04": "materialized", "2024-01-05": "missing", "2024-01-06": "failed",
+        "2024-01-07": "missing", "2024-01-08": "missing",
+        "2024-01-09": "no source data",
+        "2024-01-10": "materialized",
+        "2024-01-11": "in progress",
+    }
+    assert status_summary(SCORES, window_statuses(SCORES, windows, {}, files)).splitlines()[2:] == [
+        "| missing | 6 | 2024-01-03..2024-01-08 |",
+        "| no source data | 5 | 2024-01-01..2024-01-02, 2024-01-09..2024-01-11 |",
+    ]
+
+
+def test_no_source_data_needs_known_statistics() -> None:
+    windows = status_windows(SCORES, datetime(2024, 1, 4, tzinfo=UTC))  # 2024-01-01..2024-01-03
+    no_stats = [SourceFile("c.parquet", datetime(2024, 1, 1, tzinfo=UTC), None, None)]
+    one_day = span_files(datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 2, 23, tzinfo=UTC))
+    cases = [
+        (None, ["missing"] * 3),  # no readable Delta source: unknown, so missing
+        ([], ["no source data"] * 3),  # a source without rows
+        (no_stats, ["missing"] * 3),  # a file without statistics may hold any time
+        (one_day + no_stats, ["missing"] * 3),
+        (one_day, ["no source data", "missing", "no source data"]),
+    ]
+    for files, expected in cases:
+        assert [s.status for s in window_statuses(SCORES, windows, {}, files)] == expected, files
+
+
+def test_the_span_boundaries_follow_the_half_open_windows() -> None:
+    [day] = status_windows(SCORES, datetime(2024, 1, 3, tzinfo=UTC), "2024-01-02", "2024-01-02")
+    midnight = datetime(2024, 1, 2, tzinfo=UTC)
+    next_midnight = datetime(2024, 1, 3, tzinfo=UTC)
+    assert not SourceSpan(next_midnight, next_midnight).has_data_for(day)  # the earliest event is in the next window
+    assert SourceSpan(next_midnight - timedelta(microseconds=1), next_midnight).has_data_for(day)
+    assert SourceSpan(midnight - timedelta(days=9), midnight).has_data_for(day)  # the newest event opens the window
+    assert not SourceSpan(midnight - timedelta(days=9), midnight - timedelta(microseconds=1)).has_data_for(day)
+    assert not SourceSpan(None, None).has_data_for(day)

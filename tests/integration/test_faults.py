@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +23,8 @@ import pytest
 import redis
 from dagster import DagsterEventType, DagsterInstance
 
-from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.spec.catalog import Catalog, load_catalog
+from feature_pipelines.spec.feature_set import FeatureSet
 from feature_pipelines.orchestration.code_location import build_definitions
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.faults import OFFLINE_AFTER_COMMIT, OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
@@ -31,6 +33,7 @@ from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.orchestration.dead_runs import reap_dead_runs
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.settings import Settings
 from feature_pipelines.stores.offline.executor_write import RUN_FOLDER_PREFIX
@@ -73,6 +76,28 @@ def own_redis(tmp_path: Path):
     server.stop()
 
 
+class KillWorld(NamedTuple):
+    """What a killed-CLI-run test works on: settings with its own Redis, the environment of a
+    fresh DAGSTER_HOME (also set in this process), the catalog, its transactions set and both stores."""
+
+    settings: Settings
+    env: dict[str, str]
+    catalog: Catalog
+    transactions: FeatureSet
+    offline: DeltaOfflineStore
+    online: RedisOnlineStore
+
+
+@pytest.fixture()
+def world(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> KillWorld:
+    settings = replace(settings, redis_url=own_redis.url)
+    env = dagster_env(settings, tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    catalog = load_catalog(settings.feature_defs_dir)
+    return KillWorld(settings, env, catalog, catalog.get("transactions"), DeltaOfflineStore(settings.offline_uri),
+                     RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url))
+
+
 def clean_reference(spark, settings: Settings, tmp_path: Path, first: str, last: str) -> DeltaOfflineStore:
     """The same windows materialized without faults, in their own offline root and instance."""
     reference = replace(settings, offline_uri=str(tmp_path / "reference"))
@@ -100,14 +125,11 @@ def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) ->
     assert process.returncode == -signal.SIGKILL
 
 
-def fail_dead_runs(instance: DagsterInstance) -> None:
-    """What the daemon's run monitoring does for a run whose process died (dagster.yaml
-    `run_monitoring`): mark it failed and free the feature set's concurrency slot it held."""
-    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-
-    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
-        instance.report_run_failed(run, "the run's process was killed (fault injection)")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+def reap_the_killed_run(instance: DagsterInstance) -> None:
+    """Fail the killed CLI run and free its writer slot, as the next CLI command or the daemon's
+    dead-run sensor does, and check that exactly that run was reaped."""
+    reaped = reap_dead_runs(instance)
+    assert [r.failed for r in reaped] == [True], reaped
 
 
 def online_values(store: RedisOnlineStore, feature_set, entities: list[str]) -> dict:
@@ -138,7 +160,7 @@ def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_
     assert offline.materialized_windows(transactions) == log
 
     with DagsterInstance.get() as instance:  # the retry
-        fail_dead_runs(instance)
+        reap_the_killed_run(instance)
         materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-03", "2024-01-06")
     reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-06")
     pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
@@ -146,15 +168,9 @@ def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_
 
 
 def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_data_in_agreement(
-        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> None:
-    settings = replace(settings, redis_url=own_redis.url)
-    env = dagster_env(settings, tmp_path / "home")
-    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-    catalog = load_catalog(settings.feature_defs_dir)
-    transactions = catalog.get("transactions")
+        spark, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
+    settings, env, catalog, transactions, offline, online = world
     defs = build_definitions(settings, catalog)
-    offline = DeltaOfflineStore(settings.offline_uri)
-    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
     with DagsterInstance.get() as instance:
         materialize_range(defs, instance, transactions, "2024-01-01", "2024-01-02")
     version = offline.open(transactions).delta.version()
@@ -182,7 +198,7 @@ def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_da
     assert offline.publishable_windows(transactions) == ["2024-01-01"]
 
     with DagsterInstance.get() as instance:  # the next scheduled window, then a re-run of the killed ones
-        fail_dead_runs(instance)
+        reap_the_killed_run(instance)
         later = materialize_range(defs, instance, transactions, "2024-01-05", "2024-01-05")
         assert later.online["repaired_windows"] == "none"
         assert online.published_windows(transactions) == {"2024-01-01", "2024-01-02", "2024-01-05"}
@@ -199,21 +215,15 @@ def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_da
 
 
 def test_killed_between_offline_commit_and_online_publish_is_repaired_by_the_next_run(
-        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_redis: RedisProcess) -> None:
-    settings = replace(settings, redis_url=own_redis.url)
-    env = dagster_env(settings, tmp_path / "home")
-    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-    catalog = load_catalog(settings.feature_defs_dir)
-    transactions = catalog.get("transactions")
-    offline = DeltaOfflineStore(settings.offline_uri)
-    online = RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url)
+        spark, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
+    settings, env, catalog, transactions, offline, online = world
 
     killed_cli_run(env, ONLINE_BEFORE_PUBLISH, tmp_path / "fault", "transactions", "--start", "2024-01-01", "--end", "2024-01-03")
     assert sorted(offline.publishable_windows(transactions)) == ["2024-01-01", "2024-01-02", "2024-01-03"]
     assert online.count(transactions) == 0
 
     with DagsterInstance.get() as instance:  # the next scheduled window
-        fail_dead_runs(instance)
+        reap_the_killed_run(instance)
         outcome = materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-04", "2024-01-04")
     assert outcome.online["repaired_windows"] == "2024-01-01, 2024-01-02, 2024-01-03"
 

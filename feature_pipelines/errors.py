@@ -8,7 +8,38 @@ from __future__ import annotations
 
 
 class FeatureStoreError(Exception):
-    """Base class of every error a user can cause."""
+    """Base class of every error a user can cause. The message ends with exactly one period,
+    however the raise site (or a wrapper adding context) wrote it."""
+
+    def __init__(self, message: str = "", *args: object):
+        super().__init__(one_sentence_end(message), *args)
+
+
+def one_sentence_end(message: str) -> str:
+    """`message` ending with exactly one period (`x`, `x.` and `x..` all give `x.`)."""
+    text = str(message).rstrip()
+    return f"{text.rstrip('.')}." if text else text
+
+
+def inline(exc: BaseException) -> str:
+    """Another library's error, to quote inside one of ours: its first line (Spark's run on
+    with plans and stack traces), without a final period."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return first.rstrip(".")
+
+
+def user_error(exc: BaseException) -> FeatureStoreError | None:
+    """The FeatureStoreError behind `exc`: itself, or one it was raised from or while handling
+    (Dagster wraps what an asset raises in its own errors). None when there is none: then `exc`
+    is not an error of the user's input."""
+    current: BaseException | None = exc
+    visited: set[int] = set()
+    while current is not None and id(current) not in visited:  # chains can loop
+        if isinstance(current, FeatureStoreError):
+            return current
+        visited.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class SpecError(FeatureStoreError):
@@ -48,7 +79,12 @@ class RetrievalError(FeatureStoreError):
 
 
 class QualityCheckError(FeatureStoreError):
-    """A blocking quality check failed: the windows are offline but not published online."""
+    """A blocking quality check failed: the windows it failed on are quarantined (offline, never
+    published online, refused by retrieval unless accepted)."""
+
+
+class ServeConfigError(FeatureStoreError):
+    """The feature server cannot start as configured: bad tokens, or an open bind without them."""
 
 
 class RunCanceledError(FeatureStoreError):

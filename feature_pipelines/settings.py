@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feature_pipelines.errors import FeatureStoreError
+from feature_pipelines.errors import FeatureStoreError, inline
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -62,7 +62,7 @@ def _json_env(name: str) -> dict[str, str]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise FeatureStoreError(f"{name} is not valid JSON ({exc}); set it to an object like '{{\"AWS_REGION\": \"eu-west-1\"}}'.") from exc
+        raise FeatureStoreError(f"{name} is not valid JSON ({inline(exc)}); set it to an object like '{{\"AWS_REGION\": \"eu-west-1\"}}'.") from exc
     if not isinstance(value, dict):
         raise FeatureStoreError(f"{name} must be a JSON object of storage options, not {type(value).__name__}.")
     return {str(k): str(v) for k, v in value.items()}

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import pwd
+import random
 import re
 import shlex
 import shutil
@@ -38,15 +39,43 @@ class ServiceError(RuntimeError):
 
 
 def free_ports(count: int = 1) -> list[int]:
-    """Free loopback TCP ports (held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Distinct free loopback TCP ports for servers to bind. They are taken below the kernel's
+    ephemeral range, so that no port the kernel hands out (to a `bind(("", 0))` or an outgoing
+    connection of any process) takes one between this check and the server's bind. Another
+    process choosing the same port at that moment is still possible, if unlikely (one in
+    thousands): servers that check who answers fail loudly then, and cheap ones retry."""
+    low = _ephemeral_low()
+    choose = random.SystemRandom()
+    sockets: list[socket.socket] = []  # held until all are found, so the ports are distinct
     try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
+        for _ in range(100 * count):
+            if len(sockets) == count:
+                break
+            sock = socket.socket()
+            try:
+                # No room below the ephemeral range (an odd configuration): let the kernel choose.
+                sock.bind((LOOPBACK, choose.randrange(_FIRST_PORT, low) if low > _FIRST_PORT + 1000 else 0))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+        if len(sockets) < count:
+            raise ServiceError(f"no {count} free loopback port(s) between {_FIRST_PORT} and {low}")
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+_FIRST_PORT = 10000  # well clear of the registered services below it
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux: 32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -3,6 +3,7 @@ environments and a running daemon. Fixtures live in the conftest of the tests th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,9 @@ BIN = Path(sys.executable).parent  # the virtualenv's console scripts (dagster, 
 # Small enough to keep the suite fast, large enough to exercise many entities and windows.
 # Pinned (2024-01-01..2024-02-09), so that no test depends on today's date.
 TEST_SAMPLE = SampleSize(end=date(2024, 2, 9), transactions=4_000, accounts=120, merchants=25, days=40, seed=11)
+# The instant the session's `materialized_store` is complete for: every row with ts <= MATERIALIZED_AT -
+# source_delay is materialized and none later, as production would see it then.
+MATERIALIZED_AT = datetime(2024, 2, 19, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
 
 def write_source(root: str | Path, name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) -> str:
@@ -43,6 +47,15 @@ def offline_frame(store: DeltaOfflineStore, feature_set, window_keys=None, drop_
     if drop_created:
         frame = frame.drop(columns=["created"])
     return frame.sort_values([*feature_set.entity_names, feature_set.timestamp]).reset_index(drop=True)
+
+
+def files_digest(root: str | Path) -> dict[str, str]:
+    """Every file and folder under `root`: relative path -> SHA-256 of its bytes ("dir" for a
+    folder), to tell that stored data was left exactly as it was."""
+    digest = {}
+    for path in sorted(Path(root).rglob("*")):
+        digest[str(path.relative_to(root))] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
 
 
 def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
@@ -65,22 +78,69 @@ def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
     return env
 
 
-def wait_for_redis(port: int, timeout_s: float = 10.0) -> None:
-    """Return once a Redis server answers PING on `port`."""
-    import time
+class RedisExited(AssertionError):
+    """A redis-server we started exited before it served (most likely: its port was taken)."""
 
+
+def wait_for_redis(port: int, timeout_s: float = 10.0, process: subprocess.Popen | None = None) -> None:
+    """Return once a Redis server answers on `port`. With `process`, only once that very server
+    answers (so another one on the same port is never taken for it), and RedisExited at once if
+    it exits."""
     import redis
 
-    client = redis.Redis(port=port)
+    client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
+    try:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RedisExited(f"redis-server on port {port} exited at start (code {process.returncode})")
+            try:
+                if process is None and client.ping():
+                    return
+                if process is not None and client.info("server").get("process_id") == process.pid:
+                    return
+            except redis.ConnectionError:
+                pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"redis-server on port {port} did not start") from None
+                raise AssertionError(f"redis-server on port {port} did not start within {timeout_s:g} s")
             time.sleep(0.05)
+    finally:
+        client.close()
+
+
+class RedisProcess:
+    """A redis-server on a fixed loopback port with an append-only file, so it can be stopped
+    and started again with its data (as a production Redis with persistence would)."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.port = directory, free_ports()[0]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+        self.served = False  # once it has, its port is part of its URL and stays
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        for attempt in range(3):
+            self.process = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+                 "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_redis(self.port, process=self.process)
+                self.served = True
+                return
+            except RedisExited:
+                if self.served or attempt == 2:
+                    raise
+                self.port = free_ports()[0]  # taken by another process since it was chosen
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+            self.process.wait(timeout=20)
 
 
 @contextmanager

@@ -100,6 +100,35 @@ def reference(case: Case) -> pd.DataFrame:
     return out
 
 
+def inference_reference(case: Case, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Batch inference at `as_of` by definition: the reference join with t = as_of on every
+    observation row, without the time column."""
+    at = Case(case.rows, case.observations.assign(event_timestamp=as_of))
+    return reference(at).drop(columns="event_timestamp")
+
+
+@st.composite
+def instants(draw, case: Case) -> list[pd.Timestamp]:
+    """Inference times worth testing: one of the case's observation times, one instant a row
+    becomes available (ts + source_delay) and one a key's value expires (ts + lookback, no newer
+    row available by then), each of the edges exactly or a microsecond either side."""
+    available, expiring = set(), set()
+    for fs in SETS:
+        rows = case.rows[fs.name].sort_values("ts")
+        for _, group in rows.groupby(fs.entity_names):
+            times = list(group["ts"])
+            for ts, following in zip(times, [*times[1:], None]):
+                available.add(ts + fs.delay)
+                if fs.ttl is not None and (following is None or following + fs.delay > ts + fs.ttl):
+                    expiring.add(ts + fs.ttl)
+    chosen = [draw(st.sampled_from(sorted(set(case.observations["event_timestamp"]))))]
+    for edges in (available, expiring):
+        if edges:
+            jitter = draw(st.sampled_from([timedelta(0), timedelta(microseconds=1), -timedelta(microseconds=1)]))
+            chosen.append(pd.Timestamp(draw(st.sampled_from(sorted(edges))) + jitter))
+    return list(dict.fromkeys(chosen))
+
+
 def load(store: DeltaOfflineStore, case: Case) -> None:
     for fs in SETS:
         frame = case.rows[fs.name]

@@ -14,11 +14,43 @@ from feature_pipelines.spec.durations import format_duration
 from feature_pipelines.spec.catalog import Catalog
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 from feature_pipelines.spec.feature_set import FeatureSet
-from feature_pipelines.planning.window_status import BEHIND, NO_SOURCE_DATA, STATUSES, WindowStatus
+from feature_pipelines.planning.window_status import (
+    BEHIND, NO_SOURCE_DATA, QUARANTINED, STATUSES, WindowStatus, describe_status,
+)
 from feature_pipelines.planning.windows import describe_keys
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
+
+    from feature_pipelines.spec.feature_set import VersionRef
+    from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+
+
+@dataclass(frozen=True)
+class UndeclaredVersion:
+    """A version the offline store holds that no file in feature_defs/ declares any more."""
+
+    ref: VersionRef
+    windows: int
+    rows: int
+
+    def describe(self) -> str:
+        return (f"{self.ref.key}: {self.windows} window(s), {self.rows} rows; delete it with "
+                f"`featurestore retire {self.ref.name} --version {self.ref.version}`")
+
+
+def undeclared_versions(catalog: Catalog, offline: DeltaOfflineStore) -> list[UndeclaredVersion]:
+    """The versions holding windows in the offline store that the catalog does not declare (a
+    deleted or renumbered declaration leaves its data, online values and Dagster assets behind)."""
+    declared = {feature_set.ref for feature_set in catalog}
+    found = []
+    for ref in offline.stored_versions():
+        if ref in declared:
+            continue
+        windows = offline.materialized_windows(ref)
+        if windows:  # an emptied table left behind by a retirement on an object store holds nothing
+            found.append(UndeclaredVersion(ref, len(windows), sum(int(w["rows"]) for w in windows.values())))
+    return found
 
 
 def search(catalog: Catalog, query: str) -> list[tuple[FeatureSet, list[str]]]:
@@ -90,8 +122,9 @@ def describe(
 
 
 def freshness_lag(statuses: list[WindowStatus]) -> str:
-    """How far the store is behind its source: the missing or failed windows after the newest
-    materialized one. Windows the source has no data for yet do not count."""
+    """How far the store is behind its source: the missing, failed or quarantined windows after
+    the newest materialized one. Windows the source has no data for yet do not count; quarantined
+    windows count as behind, not as materialized (retrieval refuses them)."""
     if not statuses:
         return "no complete window yet"
     last = statuses[-1].key
@@ -99,10 +132,12 @@ def freshness_lag(statuses: list[WindowStatus]) -> str:
     if not reached:
         return f"the source has no data for any complete window yet (last complete {last})"
     newest = reached[-1].key
-    done = [s.key for s in statuses if s.materialized_at is not None]
+    done = [s.key for s in statuses if s.materialized_at is not None and s.status != QUARANTINED]
     behind = [s.key for s in reached if s.status in BEHIND and (not done or s.key > done[-1])]
     if not done:
-        return f"never materialized; the source has data up to window {newest}"
+        held = any(s.status == QUARANTINED for s in statuses)
+        return (f"{'every materialized window is quarantined' if held else 'never materialized'}; "
+                f"the source has data up to window {newest}")
     if behind:
         return f"{len(behind)} window(s) behind: newest materialized {done[-1]}, the source has data up to {newest}"
     if newest == last:
@@ -140,7 +175,8 @@ def render(description: Description) -> str:
     for status in STATUSES[1:]:
         keys = description.keys(status)
         if keys:
-            lines.append(f"  {status + ':':<17}{len(keys)} window(s): {describe_keys(keys, feature_set)}")
+            lines.append(f"  {status + ':':<17}{len(keys)} window(s): "
+                         f"{describe_status(description.statuses, status, feature_set)}")
     lines.append(f"  freshness:       {description.freshness_lag}; each window is due "
                  f"{format_duration(feature_set.freshness_deadline)} after it closes")
     lines.append("  last runs:" if description.runs else "  last runs:       none recorded on this Dagster instance")

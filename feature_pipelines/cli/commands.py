@@ -8,37 +8,74 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from feature_pipelines.cli.workspace import Workspace
-from feature_pipelines.errors import FeatureStoreError
+from feature_pipelines.errors import inline, user_error
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from dagster import DagsterInstance, Definitions
+
     from feature_pipelines.cli.sample_data import SampleSize
+    from feature_pipelines.orchestration.runs import RunOutcome
     from feature_pipelines.orchestration.writer_slots import SlotWait
+    from feature_pipelines.spec.feature_set import FeatureSet
 
 
 def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a FeatureStoreError as one clear line and exit 1; a traceback only with --debug."""
+    """Errors as one line on stderr, `error: ...`, and exit 1; a traceback only with --debug.
+
+    An error the user caused is a FeatureStoreError, also when a Dagster run raised it (Dagster
+    wraps it): its message says what, where and how to fix. Anything else is unexpected: one line
+    naming it and a file holding its traceback, so an operator keeps what a bug report needs
+    without rerunning (`--debug` prints it instead). click's own usage errors pass through."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except FeatureStoreError as exc:
-            if click.get_current_context().find_root().params.get("debug"):
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as exc:
+            debug = bool(click.get_current_context().find_root().params.get("debug"))
+            if debug:
                 traceback.print_exc()
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(getattr(exc, "exit_code", 1))  # a run canceled by a signal exits 128 + its number
+            error = user_error(exc)
+            if error is not None:
+                click.secho(f"error: {error}", fg="red", err=True)
+                sys.exit(getattr(error, "exit_code", 1))  # a run canceled by a signal exits 128 + its number
+            click.secho(f"error: {_unexpected(exc, debug)}", fg="red", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _unexpected(exc: Exception, debug: bool) -> str:
+    """One line for an error that is not the user's: its innermost cause, and where the traceback is."""
+    root: BaseException = exc
+    seen = {id(root)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:  # Dagster's wrappers say less than what they wrap
+        root = root.__cause__
+        seen.add(id(root))
+    what = f"unexpected {type(root).__name__}" + (f": {inline(root)[:300]}" if str(root).strip() else "")
+    if debug:
+        return f"{what}. The traceback is above; report it if this is a bug."
+    try:
+        fd, path = tempfile.mkstemp(prefix="featurestore-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as file:
+            traceback.print_exception(exc, file=file)
+    except OSError:
+        return f"{what}. Rerun with --debug to print the traceback; report it if this is a bug."
+    return f"{what}. The traceback is in {path} (rerun with --debug to print it); report it if this is a bug."
 
 
 class _Featurestore(click.Group):
@@ -114,6 +151,13 @@ def generate(workspace: Workspace, scale: int, days: int, seed: int, end: dateti
         click.echo(f"source {name}: {rows} rows, {sample.first_day}..{sample.end} -> {source_root}/{name}")
 
 
+def _verbose_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--verbose", is_flag=True,
+        help="Print Dagster's full run logs (every event) too. Without it the console shows progress and "
+             "results only; the full logs are in the Dagster instance either way (the run's page in the UI).")(command)
+
+
 def _wait_timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--wait-timeout", type=click.FloatRange(min=0), default=None, metavar="S",
@@ -127,21 +171,36 @@ def _wait_timeout_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--end", required=True, help="Last window key, included.")
 @click.option("--version", type=int, default=None, help="Feature set version (default: latest).")
 @_wait_timeout_option
+@_verbose_option
 @click.pass_obj
 @_friendly
 def materialize(workspace: Workspace, name: str, start: str, end: str, version: int | None,
-                wait_timeout: float | None) -> None:
+                wait_timeout: float | None, verbose: bool) -> None:
     """Materialize windows START..END of FEATURE_SET in one Dagster run.
 
     While another run writes FEATURE_SET, this one waits for its writer slot and says which run
     holds it; Ctrl-C cancels it."""
-    from feature_pipelines.orchestration.runs import materialize_range
-
     feature_set = workspace.feature_set(name, version)
+    workspace.check_source(feature_set)  # a bad source records no run
     defs = workspace.definitions()
     with workspace.online_server(), workspace.dagster_instance() as instance:
-        outcome = materialize_range(defs, instance, feature_set, start, end, _slot_wait(wait_timeout))
+        outcome = _materialize_with_progress(defs, instance, feature_set, start, end, "materializing", wait_timeout,
+                                             verbose)
     _print_outcome(feature_set.key, outcome)
+
+
+def _materialize_with_progress(defs: Definitions, instance: DagsterInstance, feature_set: FeatureSet, first: str,
+                               last: str, verb: str, wait_timeout: float | None, verbose: bool) -> RunOutcome:
+    """Windows `first..last` in one run, with a progress line; Dagster's log lines only when `verbose`."""
+    from feature_pipelines.cli.progress import ProgressLine, live_output
+    from feature_pipelines.orchestration.runs import materialize_range
+    from feature_pipelines.planning.windows import windows_between
+
+    windows = windows_between(feature_set, first, last)
+    label = f"{verb} {feature_set.key}: {windows[0].key} .. {windows[-1].key} in one run"
+    with ProgressLine(feature_set.key, label, len(windows), live=live_output() and not verbose) as line:
+        return materialize_range(defs, instance, feature_set, first, last, _slot_wait(wait_timeout),
+                                 quiet=not verbose, progress=line.update)
 
 
 def _slot_wait(timeout_s: float | None) -> SlotWait:
@@ -191,6 +250,7 @@ def backfill(workspace: Workspace, name: str, start: str, end: str, version: int
             click.echo(f"{feature_set.key}: nothing to backfill in {start}..{end}"
                        + (" (every window is materialized)" if only_missing and not failed else ""))
             return
+        workspace.check_source(feature_set)  # a source every run would fail on is refused here
         if not force:
             check_windows_closed(feature_set, keys, utc_now())
             check_source_reaches(feature_set, keys, latest_event(workspace.source_files(feature_set)))
@@ -219,12 +279,12 @@ def backfill(workspace: Workspace, name: str, start: str, end: str, version: int
 @_friendly
 def status(workspace: Workspace, name: str | None, version: int | None, start: str | None, end: str | None,
            show_all: bool) -> None:
-    """Per-window status of feature sets: materialized, missing, failed, in progress, stale or no
-    source data (the source has no events for the window: nothing to compute, not behind)."""
+    """Per-window status of feature sets: materialized, missing, failed, quarantined (a blocking
+    quality check failed; the checks are named), in progress, stale or no source data (the source
+    has no events for the window: nothing to compute, not behind)."""
     from feature_pipelines.clock import utc_now
     from feature_pipelines.orchestration.window_states import feature_set_statuses
-    from feature_pipelines.planning.window_status import STATUSES
-    from feature_pipelines.planning.windows import describe_keys
+    from feature_pipelines.planning.window_status import STATUSES, describe_status
 
     feature_sets = [workspace.feature_set(name, version)] if name else list(workspace.catalog)
     settings = workspace.settings
@@ -239,14 +299,15 @@ def status(workspace: Workspace, name: str | None, version: int | None, start: s
             if not show_all:
                 # Compact: the windows of each non-materialized status, as ranges.
                 for state in STATUSES[1:]:
-                    keys = [r.key for r in rows if r.status == state]
-                    if keys:
-                        click.echo(f"  {state}: {describe_keys(keys, feature_set)}")
+                    if counts[state]:
+                        click.echo(f"  {state}: {describe_status(rows, state, feature_set)}")
                 continue
             click.echo(f"  {'window':<17}{'status':<16}{'rows':>9}  materialized at (UTC)")
             for row in rows:
                 when = row.materialized_at.strftime("%Y-%m-%d %H:%M:%S") if row.materialized_at else "-"
-                click.echo(f"  {row.key:<17}{row.status:<16}{(row.rows if row.rows is not None else '-'):>9}  {when}")
+                failed = f"  failed {', '.join(row.failed_checks)}" if row.failed_checks else ""
+                click.echo(f"  {row.key:<17}{row.status:<16}{(row.rows if row.rows is not None else '-'):>9}  {when}"
+                           f"{failed}")
 
 
 @main.command()
@@ -256,31 +317,44 @@ def status(workspace: Workspace, name: str | None, version: int | None, start: s
 @click.pass_obj
 @_friendly
 def retire(workspace: Workspace, name: str, version: int, yes: bool) -> None:
-    """Delete a feature set version from the offline and online stores, for good.
+    """Delete a feature set version from the offline and online stores, and its assets' history
+    from the Dagster instance (the UI stops listing them), for good.
 
     Remove its declaration from feature_defs/ (and from retrieval specs) first."""
+    from feature_pipelines.orchestration.asset_history import recorded_assets, wipe_history
     from feature_pipelines.spec.feature_set import VersionRef
     from feature_pipelines.stores.online.redis_store import RedisOnlineStore
     from feature_pipelines.stores.retire import plan_retirement, retire as retire_version
 
-    with workspace.online_server() as url:
+    ref = VersionRef(name, version)
+    with workspace.online_server() as url, workspace.dagster_instance() as instance:
         online = RedisOnlineStore.from_url(url, socket_timeout=30)
-        plan = plan_retirement(VersionRef(name, version), workspace.catalog, workspace.retrieval_specs,
-                               workspace.offline, online)
+        assets = recorded_assets(instance, ref)
+        plan = plan_retirement(ref, workspace.catalog, workspace.retrieval_specs, workspace.offline, online,
+                               asset_history=[key.to_user_string() for key in assets])
         click.echo(f"retiring deletes {plan.summary()}")
         if not yes and not click.confirm("delete them?", default=False):
             click.echo("nothing deleted")
             sys.exit(1)
-        deleted = retire_version(plan, workspace.offline, online)
-    click.echo(f"retired {name} v{version}: {deleted} online value(s) and the offline table deleted")
+        deleted = retire_version(plan, workspace.offline, online, forget_history=lambda: wipe_history(instance, assets))
+    wiped = f", the asset history of {', '.join(plan.asset_history)}" if plan.asset_history else ""
+    click.echo(f"retired {name} v{version}: {deleted} online value(s){wiped} and the offline table deleted")
 
 
 @main.command("list")
 @click.pass_obj
 @_friendly
 def list_feature_sets(workspace: Workspace) -> None:
-    """Every feature set version in the catalog, a line each."""
+    """Every feature set version in the catalog, a line each; then the versions the offline store
+    holds that no file declares, each with the command that retires it."""
+    from feature_pipelines.cli.catalog_view import undeclared_versions
+
     _print_table(list(workspace.catalog))
+    undeclared = undeclared_versions(workspace.catalog, workspace.offline)
+    if undeclared:
+        click.echo(f"\nstored, but declared in no file of {workspace.settings.feature_defs_dir}:")
+        for version in undeclared:
+            click.echo(f"  {version.describe()}")
 
 
 @main.command("search")
@@ -334,63 +408,80 @@ def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None
 @main.command()
 @_sample_options(min_days=30)
 @_wait_timeout_option
+@_verbose_option
 @click.pass_obj
 @_friendly
 def demo(workspace: Workspace, scale: int, days: int, seed: int, end: datetime | None,
-         wait_timeout: float | None) -> None:
+         wait_timeout: float | None, verbose: bool) -> None:
     """Generate sample data up to yesterday, backfill every feature set over all its days, publish
     online, summarize."""
     from datetime import timedelta
 
-    from feature_pipelines.cli.sample_data import generate_sample_data, write_sample_observations
-    from feature_pipelines.orchestration.runs import materialize_range
+    from feature_pipelines.cli.sample_data import generate_sample_data, write_sample_entities, write_sample_observations
     from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
     home = workspace.dagster_home()
     settings = workspace.settings
-    click.echo(f"DAGSTER_HOME={home}\ndata folder: {settings.data_dir}")
+    click.echo(f"data folder: {settings.data_dir}")
     sample_size = _sample(scale, days, seed, end)
     counts = generate_sample_data(settings.source_root, sample_size)
     click.echo("sample data: " + ", ".join(f"{k}={v} rows" for k, v in counts.items()))
-    observations = str(settings.data_dir / "observations" / "fraud_labels.parquet")
-    write_sample_observations(settings.source_root, observations)
+    observations = settings.data_dir / "observations" / "fraud_labels.parquet"
+    entities = settings.data_dir / "observations" / "entities.parquet"
+    write_sample_observations(settings.source_root, str(observations))
+    write_sample_entities(str(observations), str(entities))
     catalog = workspace.catalog
     defs = workspace.definitions()
     # Every day of the sample is a complete daily window with source data.
     first, last = sample_size.first_day.isoformat(), sample_size.end.isoformat()
     with workspace.online_server() as url, workspace.dagster_instance() as instance:
-        outcomes = []
-        for feature_set in catalog:
-            click.echo(f"backfilling {feature_set.key}: {first} .. {last} in one run ...")
-            outcomes.append((feature_set, materialize_range(defs, instance, feature_set, first, last,
-                                                            _slot_wait(wait_timeout))))
+        outcomes = [(feature_set, _materialize_with_progress(defs, instance, feature_set, first, last, "backfilling",
+                                                             wait_timeout, verbose))
+                    for feature_set in catalog]
         online = RedisOnlineStore.from_url(url)
         click.echo("\nsummary")
-        click.echo(f"{'feature set':<18}{'windows':>8}{'rows':>10}{'delta v':>9}{'online keys':>13}{'seconds':>9}  run")
+        click.echo(f"{'feature set':<18}{'windows':>8}{'rows':>10}{'delta v':>9}{'online keys':>13}{'compute s':>10}  run")
         for feature_set, outcome in outcomes:
             meta = outcome.metadata
             click.echo(
                 f"{feature_set.key:<18}{outcome.windows:>8}{meta.get('dagster/row_count', 0):>10}"
-                f"{meta.get('delta_version', '-'):>9}{online.count(feature_set):>13}{meta.get('duration_s', 0):>9.1f}"
+                f"{meta.get('delta_version', '-'):>9}{online.count(feature_set):>13}{meta.get('duration_s', 0):>10.1f}"
                 f"  {outcome.run_id[:8]}"
             )
-        sample = catalog.get("transactions")
-        value = online.read(sample, [["a000000"]])[0]
-        if value is not None:
-            click.echo(f"\nonline value of transactions for account a000000 (ts {value.ts.isoformat()}):")
-            for name, feature in value.features.items():
-                click.echo(f"  {name} = {feature}")
-    click.echo(f"\nlabelled observations for a training set: {observations}")
-    click.echo("  .venv/bin/featurestore training-set fraud_model --observations " + observations)
-    click.echo("  .venv/bin/featurestore online fraud_model account_id=a000000 merchant_id=m00000 --at "
-               + (sample_size.start + timedelta(days=days)).isoformat())
-    click.echo(f"\nSee it in the UI: DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+    at = (sample_size.start + timedelta(days=days)).isoformat()
+    click.echo("\nnext, in this shell (the README's commands assume these two lines):")
+    for line in [*_activate_lines(home), "featurestore status",
+                 f"featurestore training-set fraud_model --observations {_shown(observations)}",
+                 f"featurestore inference-set fraud_model --entities {_shown(entities)} --as-of {at}",
+                 f"featurestore online fraud_model account_id=a000000 merchant_id=m00000 --at {at}",
+                 "dagster dev -w workspace.yaml        # the UI, on http://127.0.0.1:3000"]:
+        click.echo(f"  {line}")
+
+
+def _activate_lines(home: Path) -> list[str]:
+    """The shell lines that make `featurestore` and `dagster` this environment's, on this instance."""
+    lines = [f"export DAGSTER_HOME={home}"]
+    if sys.prefix != sys.base_prefix:  # running from a virtualenv (the quick start's .venv)
+        lines.insert(0, f"source {_shown(Path(sys.prefix) / 'bin' / 'activate')}")
+    return lines
+
+
+def _shown(path: Path) -> str:
+    """A path as a user would type it here: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _dataset_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The output format and engine options of the dataset commands, and their workspace."""
+    """The output format, engine and quarantine options of the dataset commands, and their workspace."""
     command = _friendly(command)
     command = click.pass_obj(command)
+    command = _verbose_option(command)
+    command = click.option("--accept-quarantined", is_flag=True,
+                           help="Join the rows of quarantined windows (a blocking quality check failed on them) "
+                                "instead of refusing them.")(command)
     command = click.option("--engine", type=click.Choice(["auto", "local", "spark"]), default="auto",
                            show_default=True)(command)
     return click.option("--format", "output_format", type=click.Choice(["parquet", "delta"]), default="parquet",
@@ -404,11 +495,11 @@ def _dataset_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/training/<run id>.parquet).")
 @_dataset_run_options
 def training_set(workspace: Workspace, retrieval_spec: str, observations: str, timestamp_column: str, output: str,
-                 output_format: str, engine: str) -> None:
+                 output_format: str, engine: str, accept_quarantined: bool, verbose: bool) -> None:
     """Build a point-in-time correct training set for retrieval spec SPEC, as a Dagster run."""
     config = {"observations": observations, "timestamp_column": timestamp_column, "output": output,
-              "output_format": output_format, "engine": engine}
-    _run_dataset(workspace, retrieval_spec, "training", config)
+              "output_format": output_format, "engine": engine, "accept_quarantined": accept_quarantined}
+    _run_dataset(workspace, retrieval_spec, "training", config, verbose)
 
 
 @main.command("inference-set")
@@ -418,10 +509,14 @@ def training_set(workspace: Workspace, retrieval_spec: str, observations: str, t
 @click.option("--output", default="", help="Output path (default: <data>/datasets/<spec>/inference/<run id>.parquet).")
 @_dataset_run_options
 def inference_set(workspace: Workspace, retrieval_spec: str, entities: str, as_of: str, output: str,
-                  output_format: str, engine: str) -> None:
+                  output_format: str, engine: str, accept_quarantined: bool, verbose: bool) -> None:
     """Build the batch-inference features of SPEC for some entities at one time, as a Dagster run."""
-    config = {"entities": entities, "as_of": as_of, "output": output, "output_format": output_format, "engine": engine}
-    _run_dataset(workspace, retrieval_spec, "inference", config)
+    from feature_pipelines.clock import parse_time
+
+    parse_time(as_of, "--as-of")  # here, to name the option; the run reads it again
+    config = {"entities": entities, "as_of": as_of, "output": output, "output_format": output_format, "engine": engine,
+              "accept_quarantined": accept_quarantined}
+    _run_dataset(workspace, retrieval_spec, "inference", config, verbose)
 
 
 @main.command()
@@ -452,17 +547,48 @@ def online(workspace: Workspace, retrieval_spec: str, keys: tuple[str, ...], at:
         click.echo(f"{column} = {value}")
 
 
-def _run_dataset(workspace: Workspace, retrieval_spec: str, kind: str, config: dict[str, Any]) -> None:
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; other than loopback needs tokens.")
+@click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Worker processes.")
+@click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), envvar="FEATURESTORE_SERVE_TOKENS_FILE",
+              default=None, help="Bearer tokens, hashed: lines `NAME SHA256 [SPEC,...]` (README, Serving).")
+@click.option("--max-entities", type=click.IntRange(1), default=1000, show_default=True, help="Entities per request.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable).")
+@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
+              help="On SIGTERM, seconds in-flight requests may take to finish.")
+@click.pass_obj
+@_friendly
+def serve(workspace: Workspace, host: str, port: int, workers: int, tokens_file: Path | None, max_entities: int,
+          max_body_bytes: int, cors_origins: tuple[str, ...], drain_timeout: float) -> None:
+    """Serve online features over HTTP (POST /features/SPEC); needs neither Spark nor Dagster."""
+    from feature_pipelines.serving.config import TOKENS_ENV, ServeConfig
+    from feature_pipelines.serving.server import serve as run_server
+
+    with workspace.online_server() as url:
+        run_server(ServeConfig(
+            redis_url=url, feature_defs_dir=workspace.settings.feature_defs_dir, host=host, port=port, workers=workers,
+            tokens_file=tokens_file, tokens=os.environ.get(TOKENS_ENV), max_entities=max_entities,
+            max_body_bytes=max_body_bytes, cors_origins=cors_origins, drain_timeout_s=drain_timeout))
+
+
+def _run_dataset(workspace: Workspace, retrieval_spec: str, kind: str, config: dict[str, Any], verbose: bool) -> None:
+    from feature_pipelines.orchestration.datasets import check_dataset_config
     from feature_pipelines.orchestration.runs import run_job
     from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 
-    name = RetrievalSpec.from_yaml(workspace.retrieval_spec_path(retrieval_spec)).name
+    spec = RetrievalSpec.from_yaml(workspace.retrieval_spec_path(retrieval_spec))
+    name = spec.name
+    op_config = {k: v for k, v in config.items() if v != ""}
+    # Bad observations record no run: a failed run would mark the dataset failed over its last good output.
+    check_dataset_config(spec, workspace.catalog, kind, op_config)
     defs = workspace.definitions()
     click.echo(f"building the {kind} set of {name} ...")
     with workspace.dagster_instance() as instance:
-        op_config = {k: v for k, v in config.items() if v != ""}
         by_asset, run_id = run_job(
-            defs, instance, f"{kind}_dataset_{name}", {"ops": {f"datasets__{name}__{kind}": {"config": op_config}}}
+            defs, instance, f"{kind}_dataset_{name}", {"ops": {f"datasets__{name}__{kind}": {"config": op_config}}},
+            quiet=not verbose,
         )
         metadata = by_asset.get(f"datasets/{name}/{kind}", {})
     click.echo(f"{metadata.get('dagster/row_count', 0)} rows -> {metadata.get('output')}  (run {run_id})")

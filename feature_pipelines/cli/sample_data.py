@@ -168,3 +168,15 @@ def write_sample_observations(source_root: str, path: str, rows: int = 2_000, se
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return table.num_rows
+
+
+def write_sample_entities(observations: str, path: str, rows: int = 200) -> int:
+    """Entities to score in batch inference (`featurestore inference-set --entities`): the first
+    `rows` distinct account and merchant pairs of the observations, as one Parquet file; returns
+    the row count."""
+    pairs = pq.read_table(observations, columns=["account_id", "merchant_id"]).group_by(
+        ["account_id", "merchant_id"], use_threads=False).aggregate([])
+    table = pairs.sort_by([("account_id", "ascending"), ("merchant_id", "ascending")]).slice(0, rows)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return table.num_rows

@@ -1,8 +1,8 @@
 """What the `featurestore` commands share: one `Workspace` per command invocation.
 
-Each part is built on first use, so `featurestore list` reads the catalog and nothing else, and
-no command starts Spark, Redis or a Dagster instance it does not need. The imports are deferred
-for the same reason: `featurestore --help` loads neither Dagster nor the stores.
+Each part is built on first use, so `featurestore list` reads the catalog and the offline store
+only, and no command starts Spark, Redis or a Dagster instance it does not need. The imports are
+deferred for the same reason: `featurestore --help` loads neither Dagster nor the stores.
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ class Workspace:
 
         table = open_source(feature_set.source, self.settings.source_root, self.settings.source_storage_options)
         return source_files(table, feature_set.source)
+
+    def check_source(self, feature_set: FeatureSet) -> None:
+        """Refuse a run the source would fail (missing table or column, wrong type, naive times, no
+        rows) from its Delta log, before any run is recorded or Spark starts."""
+        from feature_pipelines.compute.source_schema import check_source
+
+        check_source(feature_set.source, self.settings.source_root, self.settings.source_storage_options)
 
     def definitions(self) -> Definitions:
         """The Dagster code location for this workspace's catalog and stores."""

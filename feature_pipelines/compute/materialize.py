@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from feature_pipelines.spec.dtypes import NUMERIC
-from feature_pipelines.errors import FeatureStoreError, TransformOutputError
+from feature_pipelines.errors import FeatureStoreError, TransformOutputError, inline
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, OfflineTable, offline_schema
 from feature_pipelines.compute.quality import WindowFeatureStats
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
@@ -143,9 +143,8 @@ def _write(feature_set: FeatureSet, rows: DataFrame, files: RunFiles) -> None:
     except FeatureStoreError:
         raise
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TransformOutputError(
-            f"feature set {feature_set.key}: computing the windows failed: {message}. "
+            f"feature set {feature_set.key}: computing the windows failed: {inline(exc)}. "
             "Nothing was written; fix the transform or the source and re-run."
         ) from exc
 

@@ -136,7 +136,20 @@ def expectations_check(feature_set: FeatureSet, stats: dict[str, dict[str, Windo
     return CheckOutcome(not failing, description, sorted({w for o in failing for w in o.failing_windows}))
 
 
-def blocking_passed(feature_set: FeatureSet, outcomes: Iterable[CheckOutcome]) -> bool:
-    """The verdict recorded for a run's windows: False when a blocking check failed (only then
-    are the windows held back from the online store)."""
-    return not (feature_set.quality.blocking and any(not o.passed for o in outcomes))
+def blocking_failures(
+    feature_set: FeatureSet, outcomes: Mapping[str, CheckOutcome], window_keys: Iterable[str]
+) -> dict[str, list[str]]:
+    """The verdict recorded for a run's windows: window -> the blocking checks it failed (those
+    windows are quarantined); windows that failed none are left out, and with
+    `quality.blocking=False` every window is. A failed check counts against the windows it names,
+    or against every window of the run when it names none (null or duplicate keys, the table's
+    schema)."""
+    if not feature_set.quality.blocking:
+        return {}
+    failed = {name: o.failing_windows for name, o in outcomes.items() if not o.passed}
+    verdict = {}
+    for key in sorted(set(window_keys)):
+        names = [name for name, windows in failed.items() if not windows or key in windows]
+        if names:
+            verdict[key] = names
+    return verdict

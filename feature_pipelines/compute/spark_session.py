@@ -49,8 +49,10 @@ def spark_config(settings: Settings) -> dict[str, Any]:
     config.update(SESSION_SETTINGS)
     if master.startswith("local"):
         config.update(LOCAL_SPARK_NETWORK)
-        # PySpark reads the worker interpreter from the environment when it starts the context.
+        # PySpark reads the worker interpreter from the environment when it starts the context;
+        # Spark its bind address (without it, it warns that the host name resolves to loopback).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     config.update(json.loads(os.environ.get("FEATURESTORE_SPARK_CONF", "{}")))
     return config
 

@@ -10,7 +10,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from feature_pipelines.spec.durations import epoch_micros, micros, parse_duration
-from feature_pipelines.errors import FeatureStoreError, TransformOutputError
+from feature_pipelines.errors import FeatureStoreError, TransformOutputError, inline
 from feature_pipelines.spec.feature_set import Aggregate, FeatureSet, WindowContext
 from feature_pipelines.planning.windows import WindowRange
 
@@ -35,7 +35,7 @@ def compute_features(
         except Exception as exc:
             name = getattr(feature_set.transform, "__qualname__", "transform")
             raise TransformOutputError(
-                f"feature set {feature_set.key}: transform {name} raised {type(exc).__name__}: {exc}. "
+                f"feature set {feature_set.key}: transform {name} raised {type(exc).__name__}: {inline(exc)}. "
                 "Nothing was written; fix the transform and re-run."
             ) from exc
         if not isinstance(result, DataFrame):

@@ -25,17 +25,20 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 
 from feature_pipelines.clock import utc_now
-from feature_pipelines.compute.quality import blocking_passed, row_count_history
+from feature_pipelines.compute.quality import blocking_failures, row_count_history
 from feature_pipelines.orchestration.checks import check_outcomes, check_results, check_specs
 from feature_pipelines.faults import ONLINE_BEFORE_PUBLISH, fault_point
 from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.compute.source_schema import check_source
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.orchestration.partitions import partitions_def
 from feature_pipelines.orchestration.metadata import column_lineage, definition_metadata, materialization_metadata, publish_metadata
 from feature_pipelines.orchestration.resources import OfflineStoreResource, OnlineStoreResource, SourcesResource
 from feature_pipelines.settings import resolve_path
-from feature_pipelines.spec.feature_set import FeatureSet, Source
-from feature_pipelines.planning.window_status import staleness_files, status_summary, status_windows, window_statuses
+from feature_pipelines.spec.feature_set import FeatureSet, Source, Versioned
+from feature_pipelines.planning.window_status import (
+    describe_quarantined, staleness_files, status_summary, status_windows, window_statuses,
+)
 
 
 # Dagster's tags for a run over a range of partitions (one run, one Spark job for the range).
@@ -68,7 +71,7 @@ def source_spec(source: Source, source_root: str) -> AssetSpec:
     )
 
 
-def online_key(feature_set: FeatureSet) -> AssetKey:
+def online_key(feature_set: Versioned) -> AssetKey:
     """The asset that publishes a feature set version's windows to Redis."""
     return AssetKey([f"{feature_set.key}_online"])
 
@@ -122,6 +125,8 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
             offline=offline_store.store(),
             online=None,
         )
+        # The source checked from its Delta log (milliseconds) before the Spark session starts (seconds).
+        check_source(feature_set.source, stores.source_root, stores.source_storage_options)
         keys = list(context.partition_keys)
         history = row_count_history(stores.offline.materialized_windows(feature_set), keys)
         context.log.info(f"materializing {feature_set.key}: {len(keys)} window(s) {keys[0]} .. {keys[-1]}")
@@ -130,20 +135,25 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
                          f"in {result.duration_s:.1f}s")
         metadata = materialization_metadata(result)
         metadata["dagster/column_lineage"] = column_lineage(feature_set, source_key(feature_set.source))
-        # The asset-level view of window status (the run's own windows count as materialized:
-        # Dagster still sees them in progress while this runs, hence no run states here).
-        statuses = window_statuses(feature_set, status_windows(feature_set, utc_now()),
-                                   stores.offline.materialized_windows(feature_set),
-                                   staleness_files(feature_set, sources.root, dict(sources.storage_options)))
-        metadata["window_status"] = MetadataValue.md(status_summary(feature_set, statuses))
         outcomes = check_outcomes(feature_set, result, history)
         checks = check_results(key, outcomes)
         for check in checks:
             if not check.passed:
                 context.log.warning(f"{feature_set.key}: check {check.check_name} failed: {check.description}")
-        # The verdict goes into the window log first: a window held back here is never published
-        # online by a later repair, and a crash before this line leaves the windows pending (held).
-        stores.offline.record_checks(feature_set, keys, passed=blocking_passed(feature_set, outcomes.values()))
+        # The verdict goes into the window log first: a window held back here (quarantined) is
+        # never published online by a later repair, and a crash before this line leaves the
+        # windows pending (held).
+        quarantined = blocking_failures(feature_set, outcomes, keys)
+        stores.offline.record_checks(feature_set, keys, quarantined)
+        if quarantined:
+            context.log.warning(f"{feature_set.key}: quarantined (a blocking check failed; retrieval refuses them "
+                                f"unless accepted): {describe_quarantined(quarantined, feature_set)}")
+        # The asset-level view of window status, this run's verdicts included (its windows count
+        # as materialized: Dagster still sees them in progress while this runs, hence no run states).
+        statuses = window_statuses(feature_set, status_windows(feature_set, utc_now()),
+                                   stores.offline.materialized_windows(feature_set),
+                                   staleness_files(feature_set, sources.root, dict(sources.storage_options)))
+        metadata["window_status"] = MetadataValue.md(status_summary(feature_set, statuses))
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return _materialize

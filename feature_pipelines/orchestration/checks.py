@@ -6,9 +6,10 @@ live in `compute.quality`; this module names them and turns their outcomes into 
 - `row_count_in_band`: each window's rows within the spec's band around recent windows;
 - `expectations`: per-feature null-rate and range expectations declared in the spec.
 
-All are blocking when `quality.blocking` (the default): a failure stops the run's windows from
-reaching the online store (the downstream online asset does not run); the offline data and the
-check results stay inspectable.
+All are blocking when `quality.blocking` (the default): a failure fails the run, so the
+downstream online asset does not run, and quarantines the windows it failed on
+(`compute.quality.blocking_failures`): never published online, refused by retrieval unless
+accepted; the offline data and the check results stay inspectable.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pydantic import Field
 from feature_pipelines.clock import parse_time
 from feature_pipelines.spec.catalog import Catalog
 from feature_pipelines.orchestration.metadata import dataset_metadata
-from feature_pipelines.retrieval.observations import load_observations
+from feature_pipelines.retrieval.observations import load_observations, open_observations
 from feature_pipelines.orchestration.resources import OfflineStoreResource, SourcesResource
 from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
@@ -29,6 +29,8 @@ class TrainingDatasetConfig(Config):
     output_format: str = Field(default="parquet", description="parquet or delta")
     engine: str = Field(default="auto", description="auto, local or spark")
     full_names: Optional[bool] = Field(default=None, description="Name columns feature_set__feature (default: as the spec says).")
+    accept_quarantined: bool = Field(default=False, description="Join the rows of quarantined windows (a blocking "
+                                     "quality check failed on them) instead of refusing them.")
 
 
 class InferenceDatasetConfig(Config):
@@ -38,6 +40,8 @@ class InferenceDatasetConfig(Config):
     output_format: str = Field(default="parquet", description="parquet or delta")
     engine: str = Field(default="auto", description="auto, local or spark")
     full_names: Optional[bool] = Field(default=None, description="Name columns feature_set__feature (default: as the spec says).")
+    accept_quarantined: bool = Field(default=False, description="Join the rows of quarantined windows (a blocking "
+                                     "quality check failed on them) instead of refusing them.")
 
 
 def dataset_key(spec: RetrievalSpec, kind: str) -> AssetKey:
@@ -62,7 +66,7 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
         written = store.get_offline_features(
             config.observations, spec, timestamp_column=config.timestamp_column, engine=config.engine,  # type: ignore[arg-type]
             full_names=config.full_names, output=_with_suffix(output, config.output_format),
-            output_format=config.output_format,  # type: ignore[arg-type]
+            output_format=config.output_format, accept_quarantined=config.accept_quarantined,  # type: ignore[arg-type]
         )
         metadata = dataset_metadata(str(written), config.output_format, spec.resolve(catalog, config.full_names),
                                     config.timestamp_column)
@@ -83,12 +87,29 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
         written = store.get_inference_features(
             entities, spec, as_of, engine=config.engine, full_names=config.full_names,  # type: ignore[arg-type]
             output=_with_suffix(output, config.output_format), output_format=config.output_format,  # type: ignore[arg-type]
+            accept_quarantined=config.accept_quarantined,
         )
         metadata = dataset_metadata(str(written), config.output_format, spec.resolve(catalog, config.full_names), None)
         metadata["as_of"] = as_of.isoformat()
         return MaterializeResult(metadata=metadata)
 
     return [training, inference]
+
+
+def check_dataset_config(spec: RetrievalSpec, catalog: Catalog, kind: str, config: dict) -> None:
+    """What the `kind` ("training" or "inference") dataset run of `spec` would refuse from its
+    config and the observations' metadata alone (the same checks the asset makes): called before
+    the run is recorded, so bad input records no run and leaves the dataset's last good
+    materialization as it is. Windows the observations need are checked by the run itself (that
+    reads their times)."""
+    if kind == "training":
+        training = TrainingDatasetConfig(**config)
+        open_observations(training.observations, training.timestamp_column,
+                          spec.resolve(catalog, training.full_names))
+    else:
+        inference = InferenceDatasetConfig(**config)
+        parse_time(inference.as_of)
+        open_observations(inference.entities, None, spec.resolve(catalog, inference.full_names))
 
 
 def _feature_store(catalog: Catalog, offline_store: OfflineStoreResource, sources: SourcesResource,

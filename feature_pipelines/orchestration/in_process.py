@@ -9,7 +9,7 @@ there: ephemeral job (in-process executor, in-memory IO manager), same plan, sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dagster import DagsterEvent, DagsterInstance, DagsterRun, DagsterRunStatus, JobDefinition
@@ -46,8 +46,10 @@ def record_run(job: JobDefinition, instance: DagsterInstance, run_config: Mappin
     return RecordedRun(in_memory, plan, run, run_config)
 
 
-def execute_recorded_run(recorded: RecordedRun, instance: DagsterInstance) -> list[DagsterEvent]:
-    """Execute a run made by `record_run`, in this process; raise what a step raised."""
+def execute_recorded_run(recorded: RecordedRun, instance: DagsterInstance,
+                         on_event: Callable[[DagsterEvent], None] | None = None) -> list[DagsterEvent]:
+    """Execute a run made by `record_run`, in this process; raise what a step raised. `on_event`
+    sees each event as it happens (for progress), before the run ends."""
     context = PlanOrchestrationContextManager(
         context_event_generator=orchestration_context_event_generator,
         job=recorded.job,
@@ -59,5 +61,10 @@ def execute_recorded_run(recorded: RecordedRun, instance: DagsterInstance) -> li
         output_capture=None,
         raise_on_error=True,
     )
-    return list(ExecuteRunWithPlanIterable(execution_plan=recorded.plan, iterator=job_execution_iterator,
-                                           execution_context_manager=context))
+    events = []
+    for event in ExecuteRunWithPlanIterable(execution_plan=recorded.plan, iterator=job_execution_iterator,
+                                            execution_context_manager=context):
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+    return events

@@ -2,6 +2,10 @@
 
 A window is, in order of precedence:
 - in progress: a Dagster run is materializing it now;
+- quarantined: written, but a blocking quality check failed on it (the window log names the
+  checks): never published online, refused by retrieval unless accepted, until a run whose checks
+  pass writes it again. Its run failed too; the data is what retrieval would read, so this comes
+  first;
 - failed: its latest Dagster attempt failed (and the data, if any, is from an earlier run);
 - stale: it is materialized, but source files it reads changed after that;
 - materialized: written to the offline store (the window log says so);
@@ -17,7 +21,7 @@ statuses come out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -32,9 +36,10 @@ FAILED = "failed"
 IN_PROGRESS = "in progress"
 STALE = "stale"
 NO_SOURCE_DATA = "no source data"
-STATUSES = (MATERIALIZED, MISSING, FAILED, IN_PROGRESS, STALE, NO_SOURCE_DATA)
-# The windows a set is behind on: the source has data for them, the store lacks it.
-BEHIND = (MISSING, FAILED)
+QUARANTINED = "quarantined"
+STATUSES = (MATERIALIZED, MISSING, FAILED, QUARANTINED, IN_PROGRESS, STALE, NO_SOURCE_DATA)
+# The windows a set is behind on: the source has data for them, the store lacks usable rows.
+BEHIND = (MISSING, FAILED, QUARANTINED)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,16 @@ class WindowStatus:
     rows: int | None
     materialized_at: datetime | None
     run_id: str | None
+    failed_checks: tuple[str, ...] = ()  # the blocking checks its rows failed (quarantined, or in progress again)
+
+
+def quarantined_by(entry: Mapping | None) -> tuple[str, ...] | None:
+    """The blocking checks a window log entry failed, or None when the window is not quarantined.
+    The log gives `failed_checks` (a list) only with a failed verdict; it is empty when the log
+    predates check names. Windows whose checks are pending (a run died before its checks) are
+    not quarantined: nothing says their rows are bad."""
+    failed = None if entry is None else entry.get("failed_checks")
+    return None if failed is None else tuple(failed)
 
 
 def status_windows(feature_set: FeatureSet, now: datetime, first: str | None = None,
@@ -75,8 +90,11 @@ def window_statuses(
     for window in windows:
         entry = logged.get(window.key)
         state = states.get(window.key)
+        failed_checks = quarantined_by(entry)
         if state == IN_PROGRESS:
             status = IN_PROGRESS
+        elif failed_checks is not None:
+            status = QUARANTINED
         elif state == FAILED:
             status = FAILED
         elif entry is None:
@@ -88,18 +106,38 @@ def window_statuses(
         result.append(WindowStatus(
             key=window.key, status=status, rows=entry["rows"] if entry else None,
             materialized_at=_utc(entry["materialized_at"]) if entry else None, run_id=(entry or {}).get("run_id") or None,
+            failed_checks=failed_checks or (),
         ))
     return result
+
+
+def describe_status(statuses: Sequence[WindowStatus], status: str, feature_set: FeatureSet) -> str:
+    """The windows in `status`, as compact ranges; quarantined ones with the checks they failed."""
+    if status == QUARANTINED:
+        return describe_quarantined({s.key: s.failed_checks for s in statuses if s.status == status}, feature_set)
+    return describe_keys([s.key for s in statuses if s.status == status], feature_set)
+
+
+def describe_quarantined(failed: Mapping[str, Sequence[str]], feature_set: FeatureSet) -> str:
+    """Quarantined windows (key -> the blocking checks it failed) as ranges per set of checks:
+    `2024-03-01..2024-03-02 (failed row_count_in_band); 2024-03-09 (failed expectations)`."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key in sorted(failed):
+        groups.setdefault(tuple(failed[key]), []).append(key)
+    return "; ".join(
+        f"{describe_keys(keys, feature_set)} (failed {', '.join(checks) or 'checks not recorded'})"
+        for checks, keys in groups.items()
+    )
 
 
 def status_summary(feature_set: FeatureSet, statuses: list[WindowStatus]) -> str:
     """Markdown: how many windows are in each status, and which ones are not materialized."""
     lines = ["| status | windows | which |", "|---|---|---|"]
     for status in STATUSES:
-        keys = [s.key for s in statuses if s.status == status]
-        if keys:
-            which = "" if status == MATERIALIZED else describe_keys(keys, feature_set)
-            lines.append(f"| {status} | {len(keys)} | {which} |")
+        count = sum(1 for s in statuses if s.status == status)
+        if count:
+            which = "" if status == MATERIALIZED else describe_status(statuses, status, feature_set)
+            lines.append(f"| {status} | {count} | {which} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@
 `FeatureStore` is the Python API. Offline retrieval implements the as-of join of SEMANTICS.md:
 for each observation `(keys, t)` and feature set F, the F row with the same keys and the
 greatest `ts` such that `t - temporal_join_lookback <= ts <= t - source_delay`. Two engines run
-it: `LocalJoin` (NumPy, in this process) and `SparkJoin` (the executors).
+it: `LocalJoin` (NumPy, in this process) and `SparkJoin` (the executors). Before either joins, one
+check finds the windows the observations need that are missing or quarantined (a blocking quality
+check failed on them).
 """
 
 from __future__ import annotations
@@ -13,21 +15,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.planning.source_changes import source_span
+from feature_pipelines.planning.window_status import describe_quarantined, quarantined_by
 from feature_pipelines.planning.windows import describe_keys, windows_between
 from feature_pipelines.retrieval.local_engine import LocalJoin, write_frame
 from feature_pipelines.retrieval.observations import ObservationFiles, open_observations
 from feature_pipelines.retrieval.spans import FeatureSpan, feature_spans, key_range
 from feature_pipelines.settings import Settings
 from feature_pipelines.spec.catalog import Catalog, load_catalog
-from feature_pipelines.spec.durations import epoch_micros, micros
 from feature_pipelines.spec.feature_set import FeatureSet
 from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpec
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
+from feature_pipelines.stores.online.lookup import lookup
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
 if TYPE_CHECKING:
@@ -91,22 +93,24 @@ class FeatureStore:
         output: str | Path | None = None,
         output_format: Literal["parquet", "delta"] = "parquet",
         now: datetime | None = None,
+        accept_quarantined: bool = False,
     ) -> pd.DataFrame | str:
         """The observations with the requested features appended, point-in-time correct.
 
         One output row per observation, in the same order, with all observation columns.
         Returns a DataFrame, or the output path when `output` is given (nothing is written
-        if any check fails).
+        if any check fails). A window the observations need whose blocking quality checks
+        failed (quarantined) is an error, like a missing one, unless `accept_quarantined`.
         """
         selections = self.resolve(spec, full_names)
-        moment = now or datetime.now(timezone.utc)
+        moment = _aware("now", now) if now is not None else datetime.now(timezone.utc)
         source = open_observations(observations, timestamp_column, selections)
         join = self._choose_engine(engine, source.rows if isinstance(source, ObservationFiles) else len(source))
         loaded = join.load(source, timestamp_column, selections)
         span = loaded.span
         if span is not None:
             for selection in selections:
-                self._check_materialized(selection.feature_set, *span, moment)
+                self._check_materialized(selection.feature_set, *span, moment, accept_quarantined)
         features = feature_spans(self.offline, selections, span)
         join = self._choose_engine(engine, loaded.rows, features)
         return join.output(join.join(loaded, features), output, output_format)
@@ -122,15 +126,17 @@ class FeatureStore:
         output: str | Path | None = None,
         output_format: Literal["parquet", "delta"] = "parquet",
         now: datetime | None = None,
+        accept_quarantined: bool = False,
     ) -> pd.DataFrame | str:
-        """Batch inference: the as-of join at one time `as_of` for every entity row."""
-        if as_of.tzinfo is None:
-            raise RetrievalError(f"as_of {as_of.isoformat()} is a naive datetime; give it a time zone (UTC).")
+        """Batch inference: the as-of join at one time `as_of` for every entity row (quarantined
+        windows as in `get_offline_features`)."""
+        _aware("as_of", as_of)
         column = "__as_of"
         frame = entities.copy()
         frame[column] = pd.Timestamp(as_of).tz_convert("UTC")
         result = self.get_offline_features(
-            frame, spec, timestamp_column=column, engine=engine, full_names=full_names, now=now or as_of
+            frame, spec, timestamp_column=column, engine=engine, full_names=full_names, now=now or as_of,
+            accept_quarantined=accept_quarantined,
         )
         assert isinstance(result, pd.DataFrame)
         result = result.drop(columns=column)
@@ -155,9 +161,13 @@ class FeatureStore:
             retrieval = RetrievalSpec.of(list(spec))
         return retrieval.resolve(self.catalog, full_names)
 
-    def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime) -> None:
+    def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime,
+                            accept_quarantined: bool) -> None:
         """Every complete window the observations can draw from must be materialized, unless the
-        source has no data for it (it would be empty: the join is the same without it)."""
+        source has no data for it (it would be empty: the join is the same without it). No window
+        they can draw from may be quarantined (its blocking checks failed; complete or not, its
+        rows would be joined) unless the caller accepts them. Windows whose checks are pending (a
+        run died before them) count as materialized."""
         span = key_range(feature_set, t_min, t_max)
         if span is None:
             return
@@ -167,13 +177,24 @@ class FeatureStore:
         reached = None if not absent or self.source_root is None else source_span(
             feature_set.source, self.source_root, self.source_storage_options)
         missing = [w.key for w in absent if reached is None or reached.has_data_for(w)]
-        if not missing:
+        failed = {} if accept_quarantined else {
+            k: checks for k, e in done.items() if span[0] <= k <= span[1] and (checks := quarantined_by(e)) is not None}
+        if not missing and not failed:
             return
-        what = "was never materialized" if not done else f"is missing {len(missing)} window(s)"
+        problems = []
+        if missing:
+            what = "was never materialized" if not done else f"is missing {len(missing)} window(s)"
+            problems.append(f"{what} that these observations need: {describe_keys(missing, feature_set)}")
+        if failed:
+            problems.append(f"has {len(failed)} quarantined window(s) that these observations need, whose blocking "
+                            f"quality checks failed: {describe_quarantined(failed, feature_set)}")
+        keys = sorted([*missing, *failed])
+        fix = (f"`featurestore materialize {feature_set.name} --version {feature_set.version} "
+               f"--start {keys[0]} --end {keys[-1]}`")
         raise RetrievalError(
-            f"feature set {feature_set.key} {what} that these observations need: {describe_keys(missing, feature_set)}. "
-            f"Materialize them, e.g. `featurestore materialize {feature_set.name} --version {feature_set.version} "
-            f"--start {missing[0]} --end {missing[-1]}`."
+            f"feature set {feature_set.key} {', and '.join(problems)}. "
+            + (f"Fix the data and materialize them again, e.g. {fix}, or use their rows as they are with "
+               "accept_quarantined=True (CLI: --accept-quarantined)." if failed else f"Materialize them, e.g. {fix}.")
         )
 
     def _choose_engine(
@@ -222,36 +243,20 @@ class FeatureStore:
             records = list(entity_rows)
             names = list(records[0]) if records else []
             given = {c: [r.get(c) for r in records] for c in names}
-        for selection in selections:
-            missing = [k for k in selection.feature_set.entity_names if k not in given]
-            if missing:
-                raise RetrievalError(
-                    f"entity rows lack key column(s) {missing} of feature set {selection.feature_set.key}."
-                )
-        moment = now or datetime.now(timezone.utc)
-        if moment.tzinfo is None:
-            raise RetrievalError("now is a naive datetime; give it a time zone (UTC).")
-        requests = [(s.feature_set, list(zip(*(given[k] for k in s.feature_set.entity_names)))) for s in selections]
+        moment = _aware("now", now) if now is not None else datetime.now(timezone.utc)
         columns: dict[str, list] = dict(given)
-        moment_us = epoch_micros(moment)
-        for selection, decoded in zip(selections, self.online.read_many(requests)):
-            ttl = selection.feature_set.ttl
-            stale = decoded.ts_micros < 0
-            if ttl is not None:
-                stale |= moment_us - decoded.ts_micros > micros(ttl)
-            hidden = np.flatnonzero(stale).tolist()
-            for feature, column in zip(selection.features, selection.columns):
-                values = decoded.columns[feature]
-                if hidden and len(hidden) < len(values):
-                    values = list(values)
-                    for i in hidden:
-                        values[i] = None
-                elif hidden:
-                    values = [None] * len(values)
-                columns[column] = values
+        for found in lookup(self.online, selections, given, moment):  # the feature server's read path too
+            columns.update(found.columns)
         if not as_frame:
             return columns
         return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
+
+
+def _aware(name: str, moment: datetime) -> datetime:
+    """`moment`, if it carries a time zone: a naive one cannot be compared with the stores' UTC times."""
+    if moment.tzinfo is None:
+        raise RetrievalError(f"{name} {moment.isoformat()} is a naive datetime; give it a time zone (UTC).")
+    return moment
 
 
 def _known_engine(engine: str) -> str:

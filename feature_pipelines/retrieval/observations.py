@@ -71,10 +71,11 @@ def load_observations(observations: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 
 def open_observations(
-    observations: pd.DataFrame | str | Path, timestamp_column: str, selections: list[FeatureSelection]
+    observations: pd.DataFrame | str | Path, timestamp_column: str | None, selections: list[FeatureSelection]
 ) -> pd.DataFrame | ObservationFiles:
     """A frame as given, or stored observations known from their metadata, their columns checked
-    (a frame's columns are checked with its values, when it is loaded)."""
+    (a frame's columns are checked with its values, when it is loaded). `timestamp_column` None:
+    entity rows for batch inference, which get their one time from the caller."""
     if isinstance(observations, pd.DataFrame):
         return observations
     stored = open_observation_files(observations)
@@ -115,8 +116,30 @@ def load_frame(
     return FrameObservations(frame, check_observations(frame, timestamp_column, selections), timestamp_column)
 
 
-def check_observation_schema(schema: pa.Schema, timestamp_column: str, selections: list[FeatureSelection]) -> None:
-    """Raise a RetrievalError for columns that make the join ill-defined."""
+def check_observation_schema(
+    schema: pa.Schema, timestamp_column: str | None, selections: list[FeatureSelection]
+) -> None:
+    """Raise a RetrievalError for columns that make the join ill-defined (`timestamp_column` None:
+    entity rows without times, checked for their keys and names only)."""
+    names = schema.names
+    if timestamp_column is not None:
+        _check_timestamp_column(schema, timestamp_column)
+    for selection in selections:
+        missing = [k for k in selection.feature_set.entity_names if k not in names]
+        if missing:
+            raise RetrievalError(
+                f"observations lack entity key column(s) {missing} of feature set {selection.feature_set.key}; "
+                f"observation columns are {names}."
+            )
+        clash = [c for c in selection.columns if c in names]
+        if clash:
+            raise RetrievalError(
+                f"observation column(s) {clash} have the same name as requested features of "
+                f"{selection.feature_set.key}; rename them or request full names (full_names=True)."
+            )
+
+
+def _check_timestamp_column(schema: pa.Schema, timestamp_column: str) -> None:
     names = schema.names
     if timestamp_column not in names:
         raise RetrievalError(
@@ -136,19 +159,6 @@ def check_observation_schema(schema: pa.Schema, timestamp_column: str, selection
             f"observation column {timestamp_column!r} holds naive timestamps (no time zone); make them "
             "UTC-aware, e.g. frame[col] = frame[col].dt.tz_localize('UTC') if they are UTC."
         )
-    for selection in selections:
-        missing = [k for k in selection.feature_set.entity_names if k not in names]
-        if missing:
-            raise RetrievalError(
-                f"observations lack entity key column(s) {missing} of feature set {selection.feature_set.key}; "
-                f"observation columns are {names}."
-            )
-        clash = [c for c in selection.columns if c in names]
-        if clash:
-            raise RetrievalError(
-                f"observation column(s) {clash} have the same name as requested features of "
-                f"{selection.feature_set.key}; rename them or request full names (full_names=True)."
-            )
 
 
 def null_timestamps_error(timestamp_column: str, count: int, first_row: int | None = None) -> RetrievalError:

@@ -147,7 +147,10 @@ class SparkJoin:
                                last_partition=feature.last)
         if not files:
             return self.spark.createDataFrame([], _spark_schema(feature))
-        return self.spark.read.option("basePath", feature.table.delta.table_uri).parquet(*files).select(*columns)
+        # No partition discovery: the join reads no window_key, and the files of different runs sit
+        # in different run folders (`run-<id>/window_key=.../`), which discovery takes for
+        # conflicting table roots.
+        return self.spark.read.option("recursiveFileLookup", "true").parquet(*files).select(*columns)
 
 
 def _spark_schema(feature: FeatureSpan) -> T.StructType:

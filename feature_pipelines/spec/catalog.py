@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import traceback
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from feature_pipelines.errors import CatalogError, FeatureStoreError, SpecError
+from feature_pipelines.errors import CatalogError, FeatureStoreError, SpecError, inline
 from feature_pipelines.spec.feature_set import FeatureSet, iter_feature_sets
 
 
@@ -80,6 +81,16 @@ def _import(file: Path) -> object:
         return importlib.import_module(f"{package}.{file.stem}")
     except FeatureStoreError as exc:
         raise SpecError(f"{file}: {exc}") from exc
+    except Exception as exc:  # a typo or a bad argument in the user's file: name the line
+        raise SpecError(f"{_line_of(file, exc)}: {type(exc).__name__}: {inline(exc)}; fix the definition file.") from exc
+
+
+def _line_of(file: Path, exc: BaseException) -> str:
+    """`file:line` of the line in `file` where `exc` happened, or just `file`."""
+    if isinstance(exc, SyntaxError) and exc.lineno and Path(exc.filename or "") == file:
+        return f"{file}:{exc.lineno}"
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if Path(frame.filename) == file]
+    return f"{file}:{lines[-1]}" if lines else str(file)
 
 
 def _use_package(folder: Path) -> None:

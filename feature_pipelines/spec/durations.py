@@ -42,6 +42,14 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
+def as_written(value: str | timedelta | int) -> str:
+    """A duration the way the user wrote it, for messages ('7d' stays '7d', never '1w'); a
+    timedelta given in Python is shown in its largest exact unit."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value).strip()
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

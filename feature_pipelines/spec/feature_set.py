@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from feature_pipelines.spec.dtypes import NUMERIC, normalize_dtype
-from feature_pipelines.spec.durations import format_duration, parse_duration
+from feature_pipelines.spec.durations import as_written, format_duration, parse_duration
 from feature_pipelines.errors import SpecError
 
 if TYPE_CHECKING:
@@ -345,6 +345,15 @@ class FeatureSet:
         if self.temporal_join_lookback is not None:
             if parse_duration(self.temporal_join_lookback, field=f"{where}: temporal_join_lookback") <= timedelta(0):
                 raise SpecError(f"{where}: temporal_join_lookback must be positive, or None for no limit.")
+            if self.ttl < self.delay:
+                # Joins match t - temporal_join_lookback <= ts <= t - source_delay: empty for every t.
+                lookback, delay = as_written(self.temporal_join_lookback), as_written(self.source_delay)
+                raise SpecError(
+                    f"{where}: temporal_join_lookback {lookback} is shorter than source_delay {delay}, so no join "
+                    f"or online lookup can ever use a value: it becomes available {delay} after its ts but is "
+                    f"too old {lookback} after it. Set temporal_join_lookback longer than {delay!r}, or shorten "
+                    "source_delay."
+                )
         for owner in self.owners:
             if not (re.match(r"^[^@\s]+@[^@\s]+$", owner) or re.match(r"^team:[A-Za-z0-9_-]+$", owner)):
                 raise SpecError(f"{where}: owner {owner!r} must be an email address or 'team:name'.")
@@ -366,12 +375,11 @@ class FeatureSet:
         self._check_lineage(where)
         self._check_timing(where)
         if self.aggregates:
-            longest = max(parse_duration(w, field="window") for a in self.aggregates for w in a.windows)
-            if self.lookback < longest:
+            longest = max((w for a in self.aggregates for w in a.windows), key=lambda w: parse_duration(w, field="window"))
+            if self.lookback < parse_duration(longest, field="window"):
                 raise SpecError(
-                    f"{where}: source_lookback {format_duration(self.lookback)} is shorter than the longest "
-                    f"rolling window {format_duration(longest)}; set source_lookback to at least "
-                    f"{format_duration(longest)!r}."
+                    f"{where}: source_lookback {as_written(self.source_lookback)} is shorter than the longest "
+                    f"rolling window {as_written(longest)}; set source_lookback to at least {as_written(longest)!r}."
                 )
 
     def _aggregate_features(self) -> tuple[Feature, ...]:
@@ -425,24 +433,27 @@ class FeatureSet:
         """The schedule delay and the freshness deadline both fit inside one window."""
         window = self.partitions.window_length
         delay = self.schedule_delay
+        # As the user wrote them, where they did ('7d' stays '7d'); the defaults in their largest unit.
+        written_delay = as_written(self.materialization.delay if self.materialization.delay is not None else delay)
+        deadline = self.freshness_deadline
+        written_deadline = as_written(self.quality.freshness if self.quality.freshness is not None else deadline)
         if delay >= window:
             raise SpecError(
-                f"{where}: materialization.delay {format_duration(delay)} must be shorter than one "
+                f"{where}: materialization.delay {written_delay} must be shorter than one "
                 f"{'hour' if self.partitions.cadence == 'hourly' else 'day'} (the window cadence)."
             )
-        deadline = self.freshness_deadline
         if not timedelta(0) < deadline < window:
             raise SpecError(
-                f"{where}: quality.freshness {format_duration(deadline)} must be positive and shorter than "
+                f"{where}: quality.freshness {written_deadline} must be positive and shorter than "
                 f"one {self.partitions.cadence} window ({format_duration(window)}): it is how long after a "
                 "window closes that window must be materialized."
             )
         if deadline % timedelta(minutes=1):
-            raise SpecError(f"{where}: quality.freshness {format_duration(deadline)} must be whole minutes.")
+            raise SpecError(f"{where}: quality.freshness {written_deadline} must be whole minutes.")
         if deadline <= delay:
             raise SpecError(
-                f"{where}: quality.freshness {format_duration(deadline)} is not longer than materialization.delay "
-                f"{format_duration(delay)}: the schedule only starts after the delay; give the run time to finish."
+                f"{where}: quality.freshness {written_deadline} is not longer than materialization.delay "
+                f"{written_delay}: the schedule only starts after the delay; give the run time to finish."
             )
 
     def _check_source_columns(self, where: str) -> None:
@@ -545,9 +556,9 @@ class FeatureSet:
             "features": {f.name: f.dtype for f in self.features},
             "cadence": self.partitions.cadence,
             "first_window": self.partitions.start.isoformat(),
-            "source_lookback": format_duration(self.lookback),
-            "temporal_join_lookback": format_duration(self.ttl) if self.ttl else None,
-            "source_delay": format_duration(self.delay),
+            "source_lookback": as_written(self.source_lookback),
+            "temporal_join_lookback": as_written(self.temporal_join_lookback) if self.ttl else None,
+            "source_delay": as_written(self.source_delay),
             "compute": "aggregates" if self.aggregates else ("transform" if self.transform else "passthrough"),
         }
 

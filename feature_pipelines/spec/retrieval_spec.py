@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -64,6 +64,8 @@ class RetrievalSpec:
     name: str
     features: tuple[FeatureRef, ...]
     full_names: bool = False
+    # The YAML file it was read from, if any: errors name it, since that is what to edit.
+    file: Path | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, entries: Iterable[str], name: str = "adhoc", full_names: bool = False) -> "RetrievalSpec":
@@ -87,9 +89,14 @@ class RetrievalSpec:
         if unknown:
             raise RetrievalError(f"retrieval spec {file}: unknown keys {sorted(unknown)}; use name, features, full_names.")
         try:
-            return cls.of(data["features"], name=str(data.get("name", file.stem)), full_names=bool(data.get("full_names", False)))
+            spec = cls.of(data["features"], name=str(data.get("name", file.stem)), full_names=bool(data.get("full_names", False)))
         except FeatureStoreError as exc:
             raise RetrievalError(f"retrieval spec {file}: {exc}") from exc
+        return replace(spec, file=file)
+
+    @property
+    def _where(self) -> str:
+        return f"retrieval spec {self.file}" if self.file else f"retrieval spec {self.name!r}"
 
     def resolve(self, catalog: Catalog, full_names: bool | None = None) -> list[FeatureSelection]:
         """Check every entry against the catalog; output names must not collide."""
@@ -99,12 +106,16 @@ class RetrievalSpec:
             try:
                 feature_set = catalog.get(ref.feature_set, ref.version)
             except FeatureStoreError as exc:
-                raise RetrievalError(f"retrieval spec {self.name!r}, entry {ref}: {exc}") from exc
+                # A spec in feature_defs/retrieval_specs/ loads with the definitions, so a feature
+                # set removed from feature_defs/ stops the code location here: say which file to edit.
+                fix = ("; edit or remove that entry, or delete the file if no model uses it (retrieval specs "
+                       "load with the feature sets)" if self.file else "")
+                raise RetrievalError(f"{self._where}, entry {ref}: {str(exc).rstrip('.')}{fix}.") from exc
             names = feature_set.feature_names if ref.feature is None else [ref.feature]
             for name in names:
                 if name not in feature_set.feature_names:
                     raise RetrievalError(
-                        f"retrieval spec {self.name!r}, entry {ref}: feature set {feature_set.key} has no feature "
+                        f"{self._where}, entry {ref}: feature set {feature_set.key} has no feature "
                         f"{name!r}; its features are {feature_set.feature_names}."
                     )
                 selected = chosen.setdefault((feature_set.name, feature_set.version), [])
@@ -118,7 +129,7 @@ class RetrievalSpec:
             for column in columns:
                 if column in owners:
                     raise RetrievalError(
-                        f"retrieval spec {self.name!r}: column {column!r} comes from both {owners[column]} and "
+                        f"{self._where}: column {column!r} comes from both {owners[column]} and "
                         f"{feature_set.key}; set full_names: true to get names like "
                         f"'{feature_set.name}__{column}'."
                     )

@@ -1,4 +1,5 @@
-"""Retiring a feature set version: its online values, window log and offline table are deleted.
+"""Retiring a feature set version: its online values, its asset history in the Dagster
+instance, its window log and its offline table are deleted.
 
 Versions stay retrievable side by side until retired. Only a version that is no longer declared
 in `feature_defs/` and that no retrieval spec uses can be retired, so nothing still in use loses
@@ -7,6 +8,7 @@ its data. Retiring is safe to repeat: a retirement cut short finishes on the nex
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from feature_pipelines.spec.catalog import Catalog
@@ -26,18 +28,22 @@ class Retirement:
     windows: int
     rows: int
     online_keys: int
+    asset_history: tuple[str, ...] = ()  # the version's assets with a history in the Dagster instance
 
     def summary(self) -> str:
+        history = (f"; the Dagster asset history of {', '.join(self.asset_history)} (its materializations and "
+                   "check results, so the UI stops listing them)" if self.asset_history else "")
         return (f"{self.ref.name} v{self.ref.version}: offline table {self.table_uri} ({self.windows} window(s), "
                 f"{self.rows} rows) and its window log; {self.online_keys} online value(s) "
-                f"({namespace(self.ref)}*)")
+                f"({namespace(self.ref)}*){history}")
 
 
 def plan_retirement(
     ref: VersionRef, catalog: Catalog, specs: list[RetrievalSpec], offline: DeltaOfflineStore,
-    online: RedisOnlineStore,
+    online: RedisOnlineStore, asset_history: Sequence[str] = (),
 ) -> Retirement:
-    """Check that the version may be retired and count what it holds."""
+    """Check that the version may be retired and count what it holds; `asset_history` names its
+    assets that the Dagster instance holds a history of."""
     name, version = ref.name, ref.version
     for feature_set in catalog:
         if feature_set.ref == ref:
@@ -53,17 +59,22 @@ def plan_retirement(
     retirement = Retirement(
         ref=ref, table_uri=offline.table_uri(ref), windows=len(windows),
         rows=sum(int(w["rows"]) for w in windows.values()), online_keys=online.count(ref),
+        asset_history=tuple(asset_history),
     )
-    if not windows and not retirement.online_keys and not offline.exists(ref):
+    if not windows and not retirement.online_keys and not offline.exists(ref) and not asset_history:
         raise CatalogError(f"nothing is stored for {name} v{version} (offline root {offline.root}); "
                            "check the name and version.")
     return retirement
 
 
-def retire(retirement: Retirement, offline: DeltaOfflineStore, online: RedisOnlineStore) -> int:
-    """Delete the version from both stores: online first (it stops being served), then offline.
-    Return the number of online keys deleted."""
+def retire(retirement: Retirement, offline: DeltaOfflineStore, online: RedisOnlineStore,
+           forget_history: Callable[[], None] = lambda: None) -> int:
+    """Delete the version: online first (it stops being served), then its asset history
+    (`forget_history`), then offline. Return the number of online keys deleted."""
     deleted = online.delete_version(retirement.ref)
+    forget_history()
+    # The offline table goes last: until it is gone, `featurestore list` shows the version as
+    # stored but undeclared, so a retirement cut short anywhere is seen and finished by a rerun.
     offline.delete_version(retirement.ref)
     return deleted
 

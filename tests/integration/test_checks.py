@@ -1,5 +1,7 @@
 """Asset checks on real runs: good windows pass; a row-count collapse and a null spike fail and,
-being blocking, keep their windows out of Redis while the offline rows and the results stay."""
+being blocking, keep their windows out of Redis while the offline rows and the results stay; those
+windows are quarantined (status, the asset's window status, retrieval with either engine, the
+dataset CLI) until a run with good data lifts it."""
 
 from __future__ import annotations
 
@@ -7,26 +9,32 @@ from dataclasses import replace
 from pathlib import Path
 
 import json
+import re
 
 import pandas as pd
 import pytest
 from datetime import datetime, timezone
 
+from click.testing import CliRunner
 from dagster import AssetKey, DagsterEventType, build_run_status_sensor_context, build_sensor_context, instance_for_test
 from dagster._core.test_utils import freeze_time  # Dagster's own clock; Spark and Delta keep real time
 
 from feature_pipelines import Expectation, Quality
+from feature_pipelines.cli.commands import main as featurestore
+from feature_pipelines.errors import RetrievalError
 from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.spec.catalog import Catalog, CatalogEntry
 from feature_pipelines.orchestration.automation import check_failure_sensor, failure_sensor
 from feature_pipelines.orchestration.code_location import build_definitions, materialize_job_name
 from feature_pipelines.orchestration.freshness import FRESHNESS_SENSOR, deadline_cron
 from feature_pipelines.orchestration.notifier import FileNotifier
+from feature_pipelines.orchestration.window_states import feature_set_statuses
+from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.settings import Settings
 from tests.factories import feature_set
-from tests.helpers import write_source
+from tests.helpers import dagster_env, write_source
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +58,16 @@ def run(defs, instance, first: str, last: str, now: str):
 
 def checks_of(result) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def window_status(result) -> str:
+    """The `window_status` metadata of the run's materialization of the offline asset."""
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey([SCORES.key])]
+    return event.materialization.metadata["window_status"].value
+
+
+def observations(*rows: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [u for u, _ in rows], "event_timestamp": pd.to_datetime([t for _, t in rows], utc=True)})
 
 
 def notify(sensor_def, instance, run_id: str, path: Path) -> list[dict]:
@@ -110,6 +128,56 @@ def test_blocking_checks_keep_bad_windows_out_of_redis(spark, settings: Settings
             [next(iter(defs.resolve_asset_graph().asset_check_keys))]
         )
         assert record
+
+        # Both windows are quarantined. Retrieval, with either engine, refuses them like missing
+        # windows, naming each with its failed check, unless the caller accepts them.
+        quarantined = "2024-03-08 (failed row_count_in_band); 2024-03-09 (failed expectations)"
+        retrieval = FeatureStore(Catalog([CatalogEntry(SCORES, Path("test"))]), offline, spark=spark,
+                                 source_root=str(sources))
+        wanted = observations(("u0", "2024-03-08 12:00"), ("u1", "2024-03-09 12:00"))
+        for engine in ("local", "spark"):
+            with pytest.raises(RetrievalError, match=rf"has 2 quarantined window\(s\) .*: {re.escape(quarantined)}\. "):
+                retrieval.get_offline_features(wanted, ["scores:1:score"], engine=engine)
+            accepted = retrieval.get_offline_features(wanted, ["scores:1:score"], engine=engine, accept_quarantined=True)
+            assert accepted["score"].tolist() == pytest.approx([0.9, 0.8]), engine
+        # The asset's window status (each run's own verdicts included) and `status` show them,
+        # although Dagster only knows that their runs failed.
+        assert "| quarantined | 1 | 2024-03-08 (failed row_count_in_band) |" in window_status(collapsed)
+        assert f"| quarantined | 2 | {quarantined} |" in window_status(spiked)
+        now = datetime(2024, 3, 10, 8, tzinfo=timezone.utc)
+        statuses = feature_set_statuses(instance, SCORES, offline, str(sources), None, now, "2024-03-07", "2024-03-09")
+        assert [(s.key, s.status, s.failed_checks) for s in statuses] == [
+            ("2024-03-07", "materialized", ()), ("2024-03-08", "quarantined", ("row_count_in_band",)),
+            ("2024-03-09", "quarantined", ("expectations",))]
+        # The CLI: `status`, and the training-set command with and without --accept-quarantined.
+        (tmp_path / "defs" / "scores.py").write_text("from tests.integration.test_checks import SCORES  # noqa: F401\n")
+        (tmp_path / "defs" / "retrieval_specs").mkdir()
+        (tmp_path / "defs" / "retrieval_specs" / "scores_model.yaml").write_text("features:\n  - scores:1:score\n")
+        wanted.to_parquet(tmp_path / "observations.parquet")
+        env = {**dagster_env(settings, tmp_path / "home"), "FEATURE_DEFS_DIR": str(tmp_path / "defs")}
+        shown = CliRunner().invoke(featurestore, ["status", "scores", "--start", "2024-03-07", "--end", "2024-03-09"],
+                                   env=env)
+        assert shown.output.splitlines() == ["scores_v1: 3 window(s): 1 materialized, 2 quarantined",
+                                             f"  quarantined: {quarantined}"], shown.output
+        training = ["training-set", "scores_model", "--observations", str(tmp_path / "observations.parquet"),
+                    "--output", str(tmp_path / "train.parquet")]
+        refused = CliRunner().invoke(featurestore, training, env=env)
+        assert refused.exit_code == 1 and f": {quarantined}. " in refused.output, refused.output
+        built = CliRunner().invoke(featurestore, [*training, "--accept-quarantined"], env=env)
+        assert built.exit_code == 0, built.output
+        assert pd.read_parquet(tmp_path / "train.parquet")["score"].tolist() == pytest.approx([0.9, 0.8])
+
+        # Re-materializing 03-08 from good data passes its checks and lifts its quarantine; 03-09
+        # stays quarantined, so the publish does not repair it into Redis.
+        frames[7] = day("2024-03-08", USERS, score=0.9)
+        write_source(sources, "events", pd.concat(frames, ignore_index=True))
+        fixed = run(defs, instance, "2024-03-08", "2024-03-08", now="2024-03-09 08:00")
+        assert fixed.success and "| quarantined | 1 | 2024-03-09 (failed expectations) |" in window_status(fixed)
+        assert [s.status for s in feature_set_statuses(instance, SCORES, offline, str(sources), None, now,
+                                                       "2024-03-08", "2024-03-09")] == ["materialized", "quarantined"]
+        assert retrieval.get_offline_features(observations(("u9", "2024-03-08 12:00")), ["scores:1:score"],
+                                              engine="local")["score"].tolist() == pytest.approx([0.9])
+        assert online_store.read(SCORES, [["u1"]])[0].features["score"] == pytest.approx(0.9)
 
     # A source whose column changed type is refused before anything is written.
     broken = pd.concat(frames, ignore_index=True).assign(score=lambda f: f["score"].astype(str))

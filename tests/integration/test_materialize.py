@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 
 from feature_pipelines import FeatureSet, Partitions, Source
@@ -74,6 +74,36 @@ def test_rerun_is_idempotent_and_replaces_only_its_window(spark, sample_stores: 
     rerun = after[after.window_key == "2024-01-10"]
     assert len(rerun) > 0 and (rerun.created > before.created.max()).all()
     assert sample_stores.offline.open(spec).window_keys() == keys(spec, "2024-01-08", "2024-01-12")
+
+
+def _everything_read(events, window):
+    """One row per user at the window's start summing every source row the transform is given."""
+    return (events.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_read"), F.sum("x").alias("x_read"))
+            .withColumn("ts", F.lit(window.start)))
+
+
+@pytest.mark.parametrize("layout", ["one file", "file per row"])
+def test_run_reads_exactly_its_source_range(spark, stores: Stores, layout: str) -> None:
+    """Window 2024-03-05 with source_lookback 2d reads event times in [2024-03-03, 2024-03-06):
+    a row one microsecond older than the bound, or at the end, cannot change its rows; a row
+    exactly at the bound does. In one file the rows are cut by time; one file per row also
+    checks that files are skipped by their statistics without losing the one at the bound."""
+    spec = feature_set("read_range", features={"n_read": "int64", "x_read": "float64"},
+                       source_=source(columns={"user_id": "string", "x": "float64"}), transform=_everything_read,
+                       start="2024-03-01", source_lookback="2d")
+    bound, end = pd.Timestamp("2024-03-03", tz="UTC"), pd.Timestamp("2024-03-06", tz="UTC")
+    one_us = pd.Timedelta(microseconds=1)
+    # x are powers of ten: their sum names the rows that were read.
+    events = pd.DataFrame({"user_id": ["u1"] * 5, "x": [1000.0, 100.0, 10.0, 1.0, 10000.0],
+                           "event_time": [bound - one_us, bound, bound + pd.Timedelta(days=2, hours=1), end - one_us, end]})
+    if layout == "one file":
+        write_source(stores.source_root, "events", events)
+    else:
+        for i in range(len(events)):
+            write_deltalake(f"{stores.source_root}/events", events.iloc[[i]], mode="append")
+    materialize_windows(spark, spec, ["2024-03-05"], stores)
+    rows = offline_frame(stores.offline, spec)
+    assert rows[["user_id", "n_read", "x_read"]].to_dict("records") == [{"user_id": "u1", "n_read": 3, "x_read": 111.0}]
 
 
 def publish(spec, window_keys: list[str], stores: Stores):

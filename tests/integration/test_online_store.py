@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -72,6 +75,51 @@ def test_interleaved_publishes_keep_the_newest(online_store: RedisOnlineStore) -
     assert [(s.ts, s.features["v"]) for s in stored] == [newest[k] for k in sorted(newest)]
 
 
+PUBLISHERS, ROUNDS, RACE_KEYS, CHUNK = 4, 40, 48, 6
+
+
+def test_concurrent_publishers_never_lose_the_newest(redis_server: LocalRedisServer, online_store: RedisOnlineStore) -> None:
+    """Publishers racing on the same keys, each with its own connection (as separate runs have),
+    each sending a mix of the newest and older rows: after every round, Redis holds the newest
+    row of each key. A read-then-write from Python loses some of them within a few rounds."""
+    fs = spec()
+    keys = [f"e{i}" for i in range(RACE_KEYS)]
+    rng = random.Random(11)
+    publishers = [RedisOnlineStore(redis.Redis.from_url(redis_server.url), redis_server.url) for _ in range(PUBLISHERS)]
+    deadline = time.monotonic() + 120
+
+    def publish_share(store: RedisOnlineStore, rows: list, start: threading.Barrier) -> None:
+        start.wait()  # all publishers begin the round together
+        for i in range(0, len(rows), CHUNK):
+            store.publish(fs, [batch(rows[i : i + CHUNK])])
+
+    lost = []
+    try:
+        with ThreadPoolExecutor(PUBLISHERS) as pool:
+            for r in range(ROUNDS):
+                assert time.monotonic() < deadline, f"the race did not finish in time (round {r})"
+                day = T0 + timedelta(days=r)  # every round is newer than the ones before
+                shares: list[list] = [[] for _ in range(PUBLISHERS)]
+                newest = {}
+                for k in keys:
+                    # One row per publisher: minute m is held by publisher order[m]; the last is the newest.
+                    order = rng.sample(range(PUBLISHERS), PUBLISHERS)
+                    for minute, p in enumerate(order):
+                        shares[p].append((k, day + timedelta(minutes=minute), float(minute), f"{r}:{p}"))
+                    newest[k] = (day + timedelta(minutes=PUBLISHERS - 1), f"{r}:{order[-1]}")
+                for share in shares:
+                    rng.shuffle(share)  # old and new rows interleaved within each publisher's stream
+                start = threading.Barrier(PUBLISHERS, timeout=60)
+                for future in [pool.submit(publish_share, publishers[p], shares[p], start) for p in range(PUBLISHERS)]:
+                    future.result(timeout=60)
+                stored = online_store.read(fs, [[k] for k in keys])
+                lost += [(r, k) for k, s in zip(keys, stored) if (s.ts, s.features["label"]) != newest[k]]
+    finally:
+        for store in publishers:
+            store.client.close()
+    assert not lost, f"{len(lost)} newest rows were overwritten by older ones, e.g. (round, key) {lost[:5]}"
+
+
 def test_redis_down_gives_clear_error(tmp_path: Path) -> None:
     with LocalRedisServer(tmp_path / "r") as server:
         url = server.url
@@ -90,3 +138,19 @@ def test_local_server_is_shared_and_keeps_data(tmp_path: Path) -> None:
     # Restarting on the same folder brings the data back (append-only file).
     with LocalRedisServer(tmp_path / "r") as again:
         assert redis.Redis.from_url(again.url).get("kept") == b"1"
+
+
+def test_local_server_whose_port_is_taken_before_it_binds_starts_on_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port chosen for the local server may be bound by another process before the server
+    binds it: it starts again on another port, and never takes the server there for its own."""
+    from feature_pipelines.stores.online import local_redis
+
+    with LocalRedisServer(tmp_path / "other") as other:
+        handed = iter([int(other.url.rsplit(":", 1)[1].split("/")[0])])  # first the port `other` holds
+        free_port = local_redis._free_port
+        monkeypatch.setattr(local_redis, "_free_port", lambda: next(handed, None) or free_port())
+        with LocalRedisServer(tmp_path / "mine") as mine:
+            assert mine.url != other.url
+            with redis.Redis.from_url(mine.url) as client:
+                assert Path(client.config_get("dir")["dir"]) == (tmp_path / "mine").resolve()

@@ -3,7 +3,6 @@ loopback ports: lookups, the newer-wins rule, repair bookkeeping and retiring a 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -36,13 +35,15 @@ DAY = datetime(2024, 1, 2, tzinfo=timezone.utc)
 
 
 def _cluster_ports(count: int) -> list[int]:
-    """Ports whose cluster bus port (port + 10000) is free too: an ephemeral port above 55535
-    would push the bus port past 65535 and the node would refuse to start."""
+    """Ports whose cluster bus port (port + 10000) is free too (free_ports may return one above
+    55535, whose bus port would not exist)."""
     import random
     import socket
 
     ports: list[int] = []
-    for candidate in random.Random(os.getpid()).sample(range(20000, 30000), 200):
+    # Both below the kernel's ephemeral range (32768 up), where no process is handed a port
+    # between this check and the server's bind.
+    for candidate in random.SystemRandom().sample(range(10000, 22000), 200):
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", candidate))
@@ -74,13 +75,15 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              "--cluster-config-file", "nodes.conf", "--dir", str(folder), "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        for port in ports:
-            wait_for_redis(port)
+        for port, server in zip(ports, servers):
+            wait_for_redis(port, process=server)
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        for _ in range(200):
-            if all(_cluster_ok(p) for p in ports):
-                break
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(p) for p in ports):
+            if time.monotonic() > deadline:
+                states = {p: redis.Redis(port=p, decode_responses=True).execute_command("CLUSTER INFO") for p in ports}
+                raise AssertionError(f"the Redis Cluster on ports {ports} is not ok after 30 s: {states}")
             time.sleep(0.1)
         yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports[:2])
     finally:
@@ -101,8 +104,8 @@ def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sentinel = subprocess.Popen(["redis-server", str(config), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_redis(master_port)
-        wait_for_redis(sentinel_port)
+        wait_for_redis(master_port, process=master)
+        wait_for_redis(sentinel_port, process=sentinel)
         yield f"redis+sentinel://127.0.0.1:{sentinel_port}/features/0"
     finally:
         for process in (sentinel, master):
@@ -148,7 +151,7 @@ def check_store(store: RedisOnlineStore, tmp_path: Path) -> None:
                                  "x": [float(day)] * len(USERS), "window_key": [key] * len(USERS),
                                  "created": pa.array([start] * len(USERS), pa.timestamp("us", tz="UTC"))})
         offline.open(SCORES).replace_windows([batch], [key], rows_per_window={key: len(USERS)})
-        offline.record_checks(SCORES, [key], passed=True)
+        offline.record_checks(SCORES, [key])
     result = publish_windows(SCORES, ["2024-01-02"], offline, store)
     assert result.repaired == ("2024-01-01",) and result.written == len(USERS)
     assert {v.features["x"] for v in store.read(SCORES, [[u] for u in USERS])} == {2.0}
@@ -163,7 +166,19 @@ def test_online_store_on_a_three_node_cluster(cluster_url: str, tmp_path: Path) 
     nodes = {store.client.get_node_from_key(k).name for k in store.keys(SCORES, [[u] for u in USERS])}
     assert len(slots) > 1000 and len(nodes) == 3  # the values really are spread over the cluster
     check_store(store, tmp_path)
+    check_server_connection(store, cluster_url)
 
 
 def test_online_store_through_sentinel(sentinel_url: str, tmp_path: Path) -> None:
-    check_store(RedisOnlineStore.from_url(sentinel_url, socket_timeout=10), tmp_path)
+    store = RedisOnlineStore.from_url(sentinel_url, socket_timeout=10)
+    check_store(store, tmp_path)
+    check_server_connection(store, sentinel_url)
+
+
+def check_server_connection(store: RedisOnlineStore, url: str) -> None:
+    """The feature server connects with its own options (a short timeout, one immediate retry)
+    and reads the same values."""
+    served = RedisOnlineStore.from_url(url, socket_timeout=2, retries=1)
+    entities = [[u] for u in USERS[:50]] + [["nobody"]]
+    assert served.read(SCORES, entities) == store.read(SCORES, entities)
+    assert served.read(SCORES, [["u1"]])[0].features == {"x": 2.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,15 +14,14 @@ import redis
 from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.errors import RetrievalError
-from feature_pipelines.compute.materialize import Stores, materialize_windows
+from feature_pipelines.compute.materialize import Stores
 from feature_pipelines.stores.publish import publish_windows
-from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 from feature_pipelines.settings import Settings
 from feature_pipelines.planning.windows import windows_between
-from tests.helpers import PROJECT_DIR
+from tests.helpers import MATERIALIZED_AT, PROJECT_DIR
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -33,29 +33,13 @@ SPEC = RetrievalSpec.of(
 )
 
 
-def materialize_through(spark, stores: Stores, name: str, last: str) -> None:
-    spec = CATALOG.get(name)
-    keys = [w.key for w in windows_between(spec, "2024-01-01", last)]
-    materialize_windows(spark, spec, keys, stores)
-    publish_windows(spec, keys, stores.offline, stores.online)
-
-
 @pytest.fixture(scope="module")
-def store(spark, tmp_path_factory: pytest.TempPathFactory, sample_sources: str, redis_server) -> FeatureStore:
-    # Redis database 1: the per-test fixtures flush database 0.
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/1")
-    client.flushdb()
-    root = tmp_path_factory.mktemp("retrieval")
-    stores = Stores(sample_sources, DeltaOfflineStore(str(root / "offline")), RedisOnlineStore(client))
-    # Sample data covers 2024-01-01 .. 2024-02-09. T is the last instant of 2024-02-19: every row
-    # with ts <= T - source_delay is materialized and none later, as production would see at T.
-    materialize_through(spark, stores, "transactions", "2024-02-19")
-    materialize_through(spark, stores, "accounts", "2024-02-19")
-    materialize_through(spark, stores, "merchants", "2024-02-18")  # source_delay is 1 day
-    return FeatureStore(CATALOG, stores.offline, stores.online, spark=spark)
+def store(materialized_store: FeatureStore) -> FeatureStore:
+    """The session's example sets, materialized through T (shared with the feature server's tests)."""
+    return materialized_store
 
 
-T = datetime(2024, 2, 19, 23, 59, 59, 999999, tzinfo=UTC)
+T = MATERIALIZED_AT  # the last instant of 2024-02-19: every row with ts <= T - source_delay is materialized
 
 
 def test_online_equals_inference_at_T(store: FeatureStore) -> None:
@@ -83,6 +67,58 @@ def test_online_equals_inference_at_T(store: FeatureStore) -> None:
 def _objects(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.reset_index(drop=True).astype(object)
     return out.where(pd.notna(out), None)
+
+
+MERCHANTS = ["merchants:1:*"]  # source_delay 1d, temporal_join_lookback 7d
+
+
+def _merchant_entities(store: FeatureStore) -> pd.DataFrame:
+    ids = store.offline.open(CATALOG.get("merchants")).read().column("merchant_id").unique().to_pylist()
+    return pd.DataFrame({"merchant_id": sorted(ids) + ["m99999"]})
+
+
+@pytest.fixture()
+def online_db2(redis_server) -> Iterator[RedisOnlineStore]:
+    """An empty online store of its own (Redis database 2), for a moment other than T."""
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")
+    client.flushdb()
+    yield RedisOnlineStore(client)
+    client.close()
+
+
+def test_online_equals_inference_for_a_delayed_set(store: FeatureStore, online_db2: RedisOnlineStore) -> None:
+    """At T = 2024-02-06 00:00 production has published merchants through window 2024-02-05: its
+    row (ts 2024-02-05 00:00) became available exactly at T (ts + source_delay == T, usable).
+    Online at T equals the as-of join at T, with values, and both are that row."""
+    merchants = CATALOG.get("merchants")
+    publish_windows(merchants, [w.key for w in windows_between(merchants, "2024-01-01", "2024-02-05")],
+                    store.offline, online_db2, repair=False)
+    at = FeatureStore(CATALOG, store.offline, online_db2)
+    entities = _merchant_entities(store)
+    moment = datetime(2024, 2, 6, tzinfo=UTC)
+    offline = at.get_inference_features(entities, MERCHANTS, as_of=moment)
+    pd.testing.assert_frame_equal(_objects(at.get_online_features(MERCHANTS, entities, now=moment)), _objects(offline))
+    rows = store.offline.open(merchants).read().to_pandas()
+    day = rows[rows.ts == pd.Timestamp("2024-02-05", tz="UTC")].set_index("merchant_id")
+    on_day = entities.merchant_id.isin(day.index).to_numpy()
+    assert on_day.sum() > 10 and offline["amount_sum_1d"].notna().sum() > on_day.sum()
+    np.testing.assert_array_equal(offline.loc[on_day, "amount_sum_1d"].to_numpy(dtype=float),
+                                  day.loc[entities.merchant_id[on_day], "amount_sum_1d"].to_numpy())
+
+
+def test_online_expiry_boundary_equals_the_join(store: FeatureStore) -> None:
+    """A value whose age is exactly temporal_join_lookback is present, online and offline; one
+    microsecond later it is missing in both."""
+    merchants = CATALOG.get("merchants")
+    entities = _merchant_entities(store)
+    last = store.offline.open(merchants).read().to_pandas().groupby("merchant_id").ts.max()
+    edge = (last.max() + pd.Timedelta(merchants.ttl)).to_pydatetime()  # the newest rows' age is exactly 7d
+    newest = sorted(last[last == last.max()].index)
+    for moment, present in ((edge, newest), (edge + timedelta(microseconds=1), [])):
+        online = store.get_online_features(MERCHANTS, entities, now=moment)
+        pd.testing.assert_frame_equal(_objects(online), _objects(store.get_inference_features(entities, MERCHANTS, as_of=moment)))
+        assert sorted(online.merchant_id[online.txn_count_1d.notna()]) == present
+    assert newest
 
 
 def test_training_join_never_leaks_future_values(store: FeatureStore) -> None:
@@ -198,6 +234,53 @@ def test_bad_retrieval_input_is_rejected_and_nothing_written(store: FeatureStore
     output = tmp_path / "never.parquet"
     with pytest.raises(RetrievalError, match=message):
         store.get_offline_features(observations, spec, output=output, now=datetime(2024, 3, 10, tzinfo=UTC))
+    assert not output.exists()
+
+
+NAIVE_OBSERVATIONS = pd.DataFrame({"account_id": ["a000001"], "event_timestamp": pd.to_datetime(["2024-02-01 12:00"])})
+LATER = datetime(2024, 3, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("form", ["frame", "parquet", "delta"])
+def test_naive_observation_times_are_rejected_and_nothing_written(store: FeatureStore, tmp_path: Path, form, engine) -> None:
+    observations = NAIVE_OBSERVATIONS
+    if form == "parquet":
+        observations = tmp_path / "obs.parquet"
+        NAIVE_OBSERVATIONS.to_parquet(observations, index=False)
+    elif form == "delta":
+        from deltalake import write_deltalake
+        observations = tmp_path / "obs_delta"
+        write_deltalake(str(observations), NAIVE_OBSERVATIONS)  # a timestamp_ntz column
+    output = tmp_path / "never"
+    with pytest.raises(RetrievalError, match=r"column 'event_timestamp' holds naive timestamps \(no time zone\); make them UTC-aware"):
+        store.get_offline_features(observations, ["accounts:1:segment"], engine=engine, output=output, now=LATER)
+    assert not output.exists()
+
+
+ENTITY = NAIVE_OBSERVATIONS[["account_id"]]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda store, out: store.get_offline_features(
+            NAIVE_OBSERVATIONS.assign(event_timestamp=T), ["accounts:1:segment"], output=out, now=datetime(2024, 3, 10)),
+         "now 2024-03-10T00:00:00 is a naive datetime; give it a time zone"),
+        (lambda store, out: store.get_inference_features(ENTITY, ["accounts:1:segment"], as_of=datetime(2024, 2, 1), output=out),
+         "as_of 2024-02-01T00:00:00 is a naive datetime; give it a time zone"),
+        (lambda store, out: store.get_inference_features(
+            ENTITY, ["accounts:1:segment"], as_of=T, now=datetime(2024, 3, 10), output=out),
+         "now 2024-03-10T00:00:00 is a naive datetime; give it a time zone"),
+        (lambda store, out: store.get_online_features(["accounts:1:segment"], ENTITY, now=datetime(2024, 2, 1)),
+         "now 2024-02-01T00:00:00 is a naive datetime; give it a time zone"),
+    ],
+    ids=["offline-now", "inference-as_of", "inference-now", "online-now"],
+)
+def test_naive_as_of_and_now_are_rejected(store: FeatureStore, tmp_path: Path, call, message) -> None:
+    output = tmp_path / "never.parquet"
+    with pytest.raises(RetrievalError, match=message):
+        call(store, output)
     assert not output.exists()
 
 

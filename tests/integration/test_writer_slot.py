@@ -1,4 +1,5 @@
-"""A feature set's writer slot with real runs on a real instance: a CLI run waiting for it names
+"""A feature set's writer slot with real runs on a real instance: the repo's dagster.yaml gives
+each feature set's pool one slot, claimed per step; a CLI run waiting for it names
 the holder, idles, and stops cleanly on SIGINT, SIGTERM or --wait-timeout with nothing written;
 it proceeds by itself once the holder finishes; a SIGKILLed CLI run is failed and its slot freed
 by the next command, or by the dead-run sensor while a daemon runs.
@@ -7,6 +8,7 @@ by the next command, or by the dead-run sensor while a daemon runs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
+from dagster._core.instance.config import PoolGranularity
 
+from feature_pipelines.errors import RunCanceledError
 from feature_pipelines.faults import OFFLINE_MID_WRITE
 from feature_pipelines.orchestration.assets import pool_name
 from feature_pipelines.orchestration.code_location import build_definitions, materialize_job_name
@@ -109,6 +113,23 @@ def holding_run(instance: DagsterInstance, settings: Settings, process: RunProce
     recorded = transactions_run(instance, settings, process)
     claim_writer_slot(instance, recorded.run, recorded.plan, SlotWait())
     return recorded.run
+
+
+def test_the_instance_gives_each_feature_set_one_writer_slot(settings: Settings, home: dict[str, str]) -> None:
+    """The repo's dagster.yaml (the one `home` holds): pools claimed per step, one slot each, so a
+    second writer of the same feature set waits while the first holds the slot."""
+    pool = pool_name(load_catalog(settings.feature_defs_dir).get("transactions"))
+    with DagsterInstance.get() as instance:
+        config = instance.event_log_storage.get_pool_config()
+        assert (config.pool_granularity, config.default_pool_limit) == (PoolGranularity.OP, 1)
+        first = holding_run(instance, settings, RunProcess.current())
+        second = transactions_run(instance, settings, RunProcess.current())
+        with pytest.raises(RunCanceledError, match=re.escape(
+                f"gave up after 0 s waiting for the writer slot of feature set transactions (held by run {first.run_id})")):
+            claim_writer_slot(instance, second.run, second.plan, SlotWait(timeout_s=0))
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        assert info.slot_count == 1 and {s.run_id for s in info.claimed_slots} == {first.run_id}
+        instance.event_log_storage.free_concurrency_slots_for_run(first.run_id)
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "--wait-timeout"])

@@ -20,7 +20,9 @@ ALLOWED = {
     "compute": {"spec", "planning", "stores"},
     "retrieval": {"spec", "planning", "stores", "compute"},
     "orchestration": {"spec", "planning", "stores", "compute", "retrieval"},
-    "cli": {"spec", "planning", "stores", "compute", "retrieval", "orchestration"},
+    "cli": {"spec", "planning", "stores", "compute", "retrieval", "orchestration", "serving"},
+    # Beside the layers: the feature server reads the online store only, and starts without Spark.
+    "serving": {"spec", "stores"},
 }
 DAGSTER = ("dagster", "dagster_pyspark", "dagster_postgres", "dagster_webserver")
 

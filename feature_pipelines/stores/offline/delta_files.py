@@ -5,6 +5,7 @@ no Delta support of its own), and read tables as pyarrow datasets.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,18 @@ def delta_dataset(table: DeltaTable, prune: list[tuple[str, str, Any]] | None = 
     path = local_path(table.table_uri)
     filesystem = None if path is None else pafs.SubTreeFileSystem(path.rstrip("/") or "/", pafs.LocalFileSystem())
     return table.to_pyarrow_dataset(filesystem=filesystem, file_pruning_predicate=prune)
+
+
+def child_folders(uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """The names of the folders directly under `uri`, sorted; none when it does not exist."""
+    path = local_path(uri)
+    if path is not None:  # pyarrow's own filesystem, not deltalake's (see delta_dataset)
+        return sorted(e.name for e in os.scandir(path) if e.is_dir()) if os.path.isdir(path) else []
+    from deltalake.fs import DeltaStorageHandler
+
+    filesystem = pafs.PyFileSystem(DeltaStorageHandler(uri, storage_options or None))
+    infos = filesystem.get_file_info(pafs.FileSelector("", recursive=False, allow_not_found=True))
+    return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
 
 
 def local_path(uri: str) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
@@ -19,16 +19,18 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction
 
-from feature_pipelines.stores.offline.delta_files import find_table, local_path, open_table, read_delta, table_exists
+from feature_pipelines.stores.offline.delta_files import (
+    child_folders, find_table, local_path, open_table, read_delta, table_exists,
+)
 from feature_pipelines.stores.offline.window_log import (
     CHECKS_FAILED, CHECKS_PASSED, WindowLog, deleted_metadata, written_metadata,
 )
 from feature_pipelines.spec.dtypes import arrow_type
-from feature_pipelines.errors import OfflineStoreError, VersionConflictError
+from feature_pipelines.errors import OfflineStoreError, VersionConflictError, inline
 from feature_pipelines.faults import OFFLINE_AFTER_COMMIT, OFFLINE_MID_WRITE, fault_point
 from feature_pipelines.spec.fingerprint import DEFINITION_PROPERTY, FINGERPRINT_PROPERTY, changed_fields, definition, fingerprint
 from feature_pipelines.settings import resolve_path
-from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet, Versioned
+from feature_pipelines.spec.feature_set import CREATED_COLUMN, WINDOW_KEY_COLUMN, FeatureSet, Versioned, VersionRef
 
 
 def offline_schema(feature_set: FeatureSet) -> pa.Schema:
@@ -65,6 +67,18 @@ class DeltaOfflineStore:
     def exists(self, ref: Versioned) -> bool:
         return table_exists(self.table_uri(ref), self.storage_options)
 
+    def stored_versions(self) -> list[VersionRef]:
+        """Every version with a table or a window log under the root, declared or not (from the
+        folder names `<name>/v<version>` and `_windows/<name>/v<version>`), sorted."""
+        found = set()
+        for base in (self.root, resolve_path(self.root, "_windows")):
+            for name in child_folders(base, self.storage_options):
+                if name.startswith("_"):
+                    continue
+                found |= {VersionRef(name, int(v[1:])) for v in child_folders(resolve_path(base, name), self.storage_options)
+                          if v[:1] == "v" and v[1:].isdigit()}
+        return sorted(found, key=lambda ref: (ref.name, ref.version))
+
     def open(self, feature_set: FeatureSet) -> OfflineTable:
         """The version's table, opened once and refused when the spec no longer matches the
         definition it was materialized with (every read and write comes through here)."""
@@ -83,13 +97,20 @@ class DeltaOfflineStore:
         _pin(table, feature_set)
         return table
 
-    def record_checks(self, ref: Versioned, window_keys: Iterable[str], passed: bool) -> None:
-        """Record the blocking checks' verdict on windows just written: only windows whose checks
-        passed are ever published online by repair (see `publishable_windows`)."""
+    def record_checks(self, ref: Versioned, window_keys: Iterable[str],
+                      failed: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Record the blocking checks' verdict on windows just written. A window `failed` names
+        (window -> the blocking checks it failed) is quarantined: never published online by repair
+        (see `publishable_windows`) and refused by retrieval unless accepted; the others passed.
+        The verdict replaces the window's earlier one, so a re-run that passes lifts a quarantine."""
         logged = self.materialized_windows(ref)
         now = datetime.now(timezone.utc)
-        verdict = CHECKS_PASSED if passed else CHECKS_FAILED
-        entries = [{**logged[k], "materialized_at": now, "checks": verdict} for k in sorted(set(window_keys)) if k in logged]
+        failed = failed or {}
+        entries = [
+            {**logged[k], "materialized_at": now, "checks": CHECKS_FAILED if failed.get(k) else CHECKS_PASSED,
+             "failed_checks": list(failed[k]) if failed.get(k) else None}
+            for k in sorted(set(window_keys)) if k in logged
+        ]
         if entries:
             self.window_log(ref).append(entries)
 
@@ -99,9 +120,9 @@ class DeltaOfflineStore:
                       if e.get("checks") in (CHECKS_PASSED, None))
 
     def materialized_windows(self, ref: Versioned) -> dict[str, dict]:
-        """Every window the table holds, with its latest row count, table version, run, time and
-        checks verdict (from the window log, first caught up with the table's commits when they
-        are ahead of it; the version need not be declared)."""
+        """Every window the table holds, with its latest row count, table version, run, time,
+        checks verdict and failed checks (from the window log, first caught up with the table's
+        commits when they are ahead of it; the version need not be declared)."""
         return self.window_log(ref).windows(find_table(self.table_uri(ref), self.storage_options))
 
     def sync_window_log(self, ref: Versioned) -> None:
@@ -261,7 +282,7 @@ class OfflineTable:
             write(table, f"{WINDOW_KEY_COLUMN} IN ({', '.join(_quote(k) for k in keys)})", keys, metadata)
         except DeltaError as exc:
             raise OfflineStoreError(
-                f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {self.uri} failed: {exc}. "
+                f"feature set {feature_set.key}: writing windows {keys[0]}..{keys[-1]} to {self.uri} failed: {inline(exc)}. "
                 "The table is unchanged; fix the cause and re-run."
             ) from exc
         table.update_incremental()  # to the commit just made (a file commit does not move the object)

@@ -1,5 +1,6 @@
 """The window log: which windows a feature set version's table holds, with each window's rows,
-run, time and blocking-check verdict, in a small Delta table beside it (`_windows/<name>/v<N>`).
+run, time and blocking-check verdict (with the names of the blocking checks it failed), in a small
+Delta table beside it (`_windows/<name>/v<N>`).
 
 The table's own commits are the truth. A commit that writes windows names them and their row
 counts in its commitInfo (`written_metadata`); one that deletes windows names those
@@ -30,6 +31,8 @@ from feature_pipelines.stores.offline.delta_files import find_table, read_rows
 
 # A window's blocking-check verdict: pending with the data, then passed or failed once the checks
 # ran. A crash in between leaves it pending: never published by repair until a run re-checks it.
+# A failed window is quarantined (never published, refused by retrieval unless accepted); its
+# entry's `failed_checks` names the checks, and a later verdict on new data replaces it.
 CHECKS_PENDING, CHECKS_PASSED, CHECKS_FAILED = "pending", "passed", "failed"
 
 # commitInfo keys of the table's commits (JSON values): the windows a commit replaced, their
@@ -43,6 +46,7 @@ LOG_SCHEMA = pa.schema([
     pa.field("run_id", pa.string()),
     pa.field("materialized_at", arrow_type("timestamp")),
     pa.field("checks", pa.string()),
+    pa.field("failed_checks", pa.list_(pa.string())),  # with a failed verdict only
 ])
 
 _RETRIES = 5
@@ -64,12 +68,17 @@ def deleted_metadata(keys: list[str]) -> dict[str, str]:
 
 def latest_entries(rows: Iterable[Mapping]) -> dict[str, dict]:
     """Each window's newest log entry: highest table version; at the same version a verdict
-    outranks `pending` (a catch-up racing the verdict may append `pending` after it)."""
+    outranks `pending` (a catch-up racing the verdict may append `pending` after it). A failed
+    verdict's `failed_checks` is always a list of check names: empty in logs written before the
+    names were recorded (they lack the column); other entries have none."""
     latest: dict[str, dict] = {}
     entries = (dict(r) for r in rows if r[WINDOW_KEY_COLUMN] is not None)
     for entry in sorted(entries, key=lambda e: (e["table_version"], e.get("checks") != CHECKS_PENDING,
                                                 e["materialized_at"])):
         latest[entry[WINDOW_KEY_COLUMN]] = entry
+    for entry in latest.values():
+        if entry.get("checks") == CHECKS_FAILED:
+            entry["failed_checks"] = list(entry.get("failed_checks") or [])
     return latest
 
 
@@ -117,7 +126,8 @@ class WindowLog:
     def append(self, entries: list[dict]) -> None:
         """Append entries (dicts with the log's columns) in one commit."""
         rows = pa.Table.from_pylist([{f.name: e.get(f.name) for f in LOG_SCHEMA} for e in entries], LOG_SCHEMA)
-        # schema_mode="merge": logs written before the `checks` column existed gain it (null there).
+        # schema_mode="merge": logs written before the `checks` or `failed_checks` column existed
+        # gain it (null there).
         write_deltalake(self.uri, rows, mode="append", schema_mode="merge", storage_options=self.storage_options or None)
 
     def _rows(self) -> list[dict]:

@@ -23,6 +23,7 @@ from redis.retry import Retry
 from feature_pipelines.errors import OnlineStoreError
 
 _PORT_FILE = "redis.port"
+_START_ATTEMPTS = 3
 _LEASES = "leases"
 
 
@@ -69,25 +70,33 @@ class LocalRedisServer:
                 "redis-server is not installed, and no REDIS_URL is set. Install it "
                 "(`apt-get install redis-server`, or run scripts/setup.sh) or point REDIS_URL at a Redis server."
             )
-        port = _free_port()
         log = self.directory / "redis.log"
-        self._process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.directory),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--logfile", str(log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this process while other leases hold it
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise OnlineStoreError(f"redis-server exited at start (code {self._process.returncode}); see {log}.")
-            if _ping(port):
-                (self.directory / _PORT_FILE).write_text(str(port))
-                return port
-            time.sleep(0.05)
-        self._process.kill()
-        raise OnlineStoreError(f"redis-server did not answer within {timeout:.0f}s; see {log}.")
+        for attempt in range(_START_ATTEMPTS):
+            # The port is free when chosen, but another process may bind it before the server
+            # does: then the server exits at once, and we start it again on another port.
+            port = _free_port()
+            logged = log.stat().st_size if log.exists() else 0
+            self._process = subprocess.Popen(
+                [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.directory),
+                 "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--logfile", str(log)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this process while other leases hold it
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    break
+                if _serves(port, self._process.pid):  # this very server, not another on the port
+                    (self.directory / _PORT_FILE).write_text(str(port))
+                    return port
+                time.sleep(0.05)
+            else:
+                self._process.kill()
+                raise OnlineStoreError(f"redis-server did not answer within {timeout:.0f}s; see {log}.")
+            if attempt + 1 == _START_ATTEMPTS or not _port_taken(log, logged):
+                break
+        raise OnlineStoreError(f"redis-server exited at start (code {self._process.returncode}); see {log}.")
 
     def stop(self) -> None:
         """Release this lease; the last live lease shuts the server down (its data stays on disk)."""
@@ -165,6 +174,24 @@ def _ping(port: int) -> bool:
             return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def _serves(port: int, pid: int) -> bool:
+    """Whether the redis-server with process id `pid` answers on `port`."""
+    try:
+        with _client(port, timeout=0.5) as client:
+            return client.info("server").get("process_id") == pid
+    except redis.RedisError:
+        return False
+
+
+def _port_taken(log: Path, since: int) -> bool:
+    """Whether the server's log, from byte `since`, says its port was taken."""
+    if not log.exists():
+        return False
+    with log.open("rb") as lines:
+        lines.seek(since)
+        return b"Address already in use" in lines.read()
 
 
 def _alive(pid: int) -> bool:

@@ -16,16 +16,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import redis
 
-from feature_pipelines.errors import OnlineStoreError
-from feature_pipelines.stores.online.connection import connect, is_cluster
+from feature_pipelines.errors import OnlineStoreError, inline
+from feature_pipelines.stores.online.connection import connect, is_cluster, redacted
 from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
 from feature_pipelines.stores.online.codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
 from feature_pipelines.spec.feature_set import FeatureSet, Versioned
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # publishing takes Arrow batches; reading (the feature server) needs no pyarrow
 
 _KEY_SEPARATOR = "\x1f"
 _CHUNK = 500
@@ -83,9 +85,9 @@ class RedisOnlineStore:
         self._codecs: dict[str, RowCodec] = {}
 
     @classmethod
-    def from_url(cls, url: str, socket_timeout: float | None = None) -> "RedisOnlineStore":
-        """A store on a Redis server, Cluster or Sentinel master (URL forms: `redis_connect`)."""
-        return cls(connect(url, socket_timeout=socket_timeout), url)
+    def from_url(cls, url: str, socket_timeout: float | None = None, retries: int | None = None) -> "RedisOnlineStore":
+        """A store on a Redis server, Cluster or Sentinel master (URL forms and `retries`: `connection.connect`)."""
+        return cls(connect(url, socket_timeout=socket_timeout, retries=retries), url)
 
     @property
     def client(self) -> redis.Redis:
@@ -94,6 +96,11 @@ class RedisOnlineStore:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages and logs show it: without its password."""
+        return redacted(self._url)
 
     def key(self, feature_set: FeatureSet, entity: Sequence[Any]) -> str:
         return self.keys(feature_set, [entity])[0]
@@ -144,12 +151,12 @@ class RedisOnlineStore:
 
     def _error(self, ref: Versioned, exc: Exception) -> OnlineStoreError:
         return OnlineStoreError(
-            f"feature set {ref.key}: publishing to Redis {self._url or ''} failed: {exc}. "
+            f"feature set {ref.key}: publishing to Redis {self.shown_url} failed: {inline(exc)}. "
             "The offline store is written; re-run the window to publish it once Redis is reachable."
         )
 
     def _read_error(self, exc: Exception) -> OnlineStoreError:
-        return OnlineStoreError(f"reading Redis {self._url} failed: {exc}. Check that Redis is up (REDIS_URL).")
+        return OnlineStoreError(f"reading Redis {self.shown_url} failed: {inline(exc)}. Check that Redis is up (REDIS_URL).")
 
     def codec(self, feature_set: FeatureSet) -> RowCodec:
         codec = self._codecs.get(feature_set.key)
@@ -227,6 +234,6 @@ class RedisOnlineStore:
                 deleted += int(self._client.unlink(*batch))
             self._client.unlink(published_key(ref))
         except redis.RedisError as exc:
-            raise OnlineStoreError(f"deleting {ref.name} v{ref.version} from Redis {self._url} failed after {deleted} keys: "
-                                   f"{exc}. Re-run the command once Redis is reachable.") from exc
+            raise OnlineStoreError(f"deleting {ref.name} v{ref.version} from Redis {self.shown_url} failed after {deleted} keys: "
+                                   f"{inline(exc)}. Re-run the command once Redis is reachable.") from exc
         return deleted

@@ -36,3 +36,11 @@ def test_missing_and_failed_windows_after_the_newest_materialized_one_are_behind
     assert freshness_lag(statuses(("2024-01-01", "no source data"))) == \
         "the source has no data for any complete window yet (last complete 2024-01-01)"
     assert freshness_lag([]) == "no complete window yet"
+
+
+def test_quarantined_windows_are_behind_not_materialized() -> None:
+    held = [WindowStatus("2024-01-03", "quarantined", 5, WRITTEN, "r", ("row_count_in_band",))]
+    assert freshness_lag(statuses(("2024-01-01", "materialized"), ("2024-01-02", "materialized")) + held) == \
+        "1 window(s) behind: newest materialized 2024-01-02, the source has data up to 2024-01-03"
+    assert freshness_lag(statuses(("2024-01-01", "missing"), ("2024-01-02", "no source data")) + held) == \
+        "every materialized window is quarantined; the source has data up to window 2024-01-03"

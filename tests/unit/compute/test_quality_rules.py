@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from feature_pipelines import Expectation, Quality
 from feature_pipelines.compute.quality import (
-    CheckOutcome, WindowFeatureStats, blocking_passed, expectations_check, keys_check, row_count_history,
+    CheckOutcome, WindowFeatureStats, blocking_failures, expectations_check, keys_check, row_count_history,
     schema_check,
 )
 from tests.factories import feature_set
@@ -79,9 +79,19 @@ def test_expectations_check_joins_the_failing_features() -> None:
     assert ok.passed and ok.description == "every expectation holds in every window" and ok.failing_windows == []
 
 
-def test_blocking_verdict_fails_only_when_a_blocking_check_failed() -> None:
-    passed, failed = CheckOutcome(True, "ok"), CheckOutcome(False, "bad")
-    assert blocking_passed(SCORES, [passed, passed]) is True
-    assert blocking_passed(SCORES, [passed, failed]) is False
-    assert blocking_passed(replace(SCORES, quality=replace(SCORES.quality, blocking=False)), [failed]) is True
-    assert blocking_passed(SCORES, []) is True
+def test_blocking_verdict_names_the_checks_each_window_failed() -> None:
+    """A check that names its failing windows quarantines those; one that names none (keys,
+    schema) every window of the run; nothing when the checks are not blocking."""
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    passed = CheckOutcome(True, "ok")
+    row_count = CheckOutcome(False, "collapse", ["2024-01-02"])
+    expectations = CheckOutcome(False, "null spike", ["2024-01-02", "2024-01-03"])
+    keys = CheckOutcome(False, "duplicates")
+    assert blocking_failures(SCORES, {"keys": passed, "row_count": passed}, days) == {}
+    assert blocking_failures(SCORES, {"row_count": row_count, "expectations": expectations, "keys": passed}, days) == {
+        "2024-01-02": ["row_count", "expectations"], "2024-01-03": ["expectations"]}
+    assert blocking_failures(SCORES, {"keys": keys, "row_count": row_count}, days) == {
+        "2024-01-01": ["keys"], "2024-01-02": ["keys", "row_count"], "2024-01-03": ["keys"]}
+    not_blocking = replace(SCORES, quality=replace(SCORES.quality, blocking=False))
+    assert blocking_failures(not_blocking, {"keys": keys, "row_count": row_count}, days) == {}
+    assert blocking_failures(SCORES, {}, days) == {}

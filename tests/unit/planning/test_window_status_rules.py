@@ -10,7 +10,7 @@ import pytest
 from feature_pipelines.errors import WindowError
 from feature_pipelines.planning.source_changes import SourceFile, SourceSpan
 from feature_pipelines.planning.window_status import (
-    FAILED, IN_PROGRESS, last_complete_window, status_summary, status_windows, window_statuses,
+    FAILED, IN_PROGRESS, describe_status, last_complete_window, status_summary, status_windows, window_statuses,
 )
 from tests.factories import feature_set
 
@@ -19,8 +19,11 @@ SCORES = feature_set()
 WRITTEN = datetime(2024, 1, 10, tzinfo=UTC)
 
 
-def entry(rows: int, run_id: str = "run-1", at: datetime = WRITTEN) -> dict:
-    return {"rows": rows, "materialized_at": at, "run_id": run_id, "table_version": 1}
+def entry(rows: int, run_id: str = "run-1", at: datetime = WRITTEN, checks: str | None = None,
+          failed_checks: list[str] | None = None) -> dict:
+    """A window log entry; `failed_checks` as the log gives it (a list only with a failed verdict)."""
+    return {"rows": rows, "materialized_at": at, "run_id": run_id, "table_version": 1, "checks": checks,
+            "failed_checks": failed_checks}
 
 
 def test_status_windows_default_to_every_complete_window() -> None:
@@ -89,6 +92,47 @@ def test_summary_counts_each_status_and_lists_the_other_windows_as_ranges() -> N
         "| missing | 2 | 2024-01-03..2024-01-04 |",
         "| failed | 1 | 2024-01-05 |",
     ])
+
+
+def test_a_window_whose_blocking_check_failed_is_quarantined_with_the_checks_named() -> None:
+    windows = status_windows(SCORES, datetime(2024, 1, 8, tzinfo=UTC), "2024-01-01", "2024-01-07")
+    logged = {
+        "2024-01-01": entry(40, checks="passed"),
+        "2024-01-02": entry(5, checks="failed", failed_checks=["row_count_in_band"]),
+        "2024-01-03": entry(40, checks="failed", failed_checks=["expectations", "row_count_in_band"]),
+        "2024-01-04": entry(40, checks="failed", failed_checks=["row_count_in_band"]),
+        "2024-01-05": entry(40, checks="failed", failed_checks=[]),  # a log from before check names
+        "2024-01-06": entry(40, checks="pending"),  # a run died before its checks: not known bad
+        "2024-01-07": entry(40, checks="failed", failed_checks=["expectations"]),
+    }
+    # Touches every window: quarantine outranks staleness.
+    files = [SourceFile("late.parquet", datetime(2024, 1, 11, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC),
+                        datetime(2024, 1, 7, 5, tzinfo=UTC))]
+    # The blocking check failed its run, so Dagster says failed; a running re-run is in progress.
+    states = {"2024-01-02": FAILED, "2024-01-03": FAILED, "2024-01-07": IN_PROGRESS}
+    statuses = window_statuses(SCORES, windows, logged, files, states)
+    assert [(s.key, s.status, s.failed_checks) for s in statuses] == [
+        ("2024-01-01", "stale", ()),
+        ("2024-01-02", "quarantined", ("row_count_in_band",)),
+        ("2024-01-03", "quarantined", ("expectations", "row_count_in_band")),
+        ("2024-01-04", "quarantined", ("row_count_in_band",)),
+        ("2024-01-05", "quarantined", ()),
+        ("2024-01-06", "stale", ()),
+        ("2024-01-07", "in progress", ("expectations",)),
+    ]
+    assert statuses[1].rows == 5 and statuses[1].materialized_at == WRITTEN
+    assert describe_status(statuses, "quarantined", SCORES) == (
+        "2024-01-02, 2024-01-04 (failed row_count_in_band); 2024-01-03 (failed expectations, row_count_in_band); "
+        "2024-01-05 (failed checks not recorded)")
+    assert status_summary(SCORES, statuses).splitlines()[2:] == [
+        "| quarantined | 4 | 2024-01-02, 2024-01-04 (failed row_count_in_band); 2024-01-03 (failed expectations, "
+        "row_count_in_band); 2024-01-05 (failed checks not recorded) |",
+        "| in progress | 1 | 2024-01-07 |",
+        "| stale | 2 | 2024-01-01, 2024-01-06 |",
+    ]
+    # A re-run whose checks passed replaced the verdict: the quarantine is lifted.
+    lifted = {**logged, "2024-01-02": entry(40, checks="passed")}
+    assert [s.status for s in window_statuses(SCORES, windows[1:2], lifted, None)] == ["materialized"]
 
 
 def span_files(earliest: datetime, newest: datetime) -> list[SourceFile]:

@@ -24,14 +24,33 @@ SCORES = feature_set(features={"score": "float64"}, start="2024-03-01")
     (lambda: {"features": [Feature("score", "decimal")]}, SpecError,
      "feature 'score': unknown type 'decimal'; use one of:"),
     (lambda: {"features": [], "aggregates": [Aggregate("sum", "score", windows=["7d"])]}, SpecError,
-     "source_lookback 0 is shorter than the longest rolling window 1w"),
+     "source_lookback 0 is shorter than the longest rolling window 7d; set source_lookback to at least '7d'."),
     (lambda: {"entities": [Entity("user_id", "float64")]}, SpecError,
      "entity 'user_id': key type 'float64' is not allowed"),
     (lambda: {"version": 0}, SpecError, "version 0 must be a whole number >= 1"),
-], ids=["unknown column", "bad type", "lookback shorter than window", "bad key type", "bad version"])
+    (lambda: {"temporal_join_lookback": "1d", "source_delay": "7d"}, SpecError,
+     "feature set 'scores': temporal_join_lookback 1d is shorter than source_delay 7d, so no join or online lookup "
+     "can ever use a value: it becomes available 7d after its ts but is too old 1d after it. Set "
+     "temporal_join_lookback longer than '7d', or shorten source_delay."),
+], ids=["unknown column", "bad type", "lookback shorter than window", "bad key type", "bad version",
+        "lookback shorter than delay"])
 def test_bad_specs(change, error: type, message: str) -> None:
-    with pytest.raises(error, match=re.escape(message)):
+    with pytest.raises(error, match=re.escape(message)) as refused:
         replace(SCORES, **change())
+    assert str(refused.value).endswith(".") and not str(refused.value).endswith("..")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("from feature_pipelines import FeatureSet\n\nspend = FeatureSet(nme='spend')\n",
+     "bad.py:3: TypeError: FeatureSet.__init__() got an unexpected keyword argument 'nme'; fix the definition file."),
+    ("def transform(events:\n", "bad.py:1: SyntaxError: "),
+], ids=["bad argument", "syntax error"])
+def test_a_broken_definition_file_names_its_line(tmp_path: Path, body: str, message: str) -> None:
+    defs = tmp_path / "broken_defs"
+    defs.mkdir()
+    (defs / "bad.py").write_text(body)
+    with pytest.raises(SpecError, match=re.escape(f"{defs / message}")):
+        load_catalog(defs)
 
 
 def test_duplicate_names_across_files(tmp_path: Path) -> None:

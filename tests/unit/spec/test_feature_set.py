@@ -34,7 +34,8 @@ def test_aggregates_derive_typed_features() -> None:
     [
         ({"aggregates": [Aggregate("sum", "amount_eur", ["1d"])]}, "unknown column 'amount_eur'"),
         ({"aggregates": [Aggregate("sum", "kind", ["1d"])]}, "needs a numeric column"),
-        ({"source_lookback": "3d"}, "source_lookback 3d is shorter than the longest rolling window 1w"),
+        ({"source_lookback": "3d"}, "source_lookback 3d is shorter than the longest rolling window 7d; set "
+                                    "source_lookback to at least '7d'."),
         ({"entities": [Entity("account")]}, "entity 'account' is not a column of source 'events'"),
         ({"entities": []}, "declare at least one entity"),
         ({"version": 0}, "version 0 must be a whole number >= 1"),
@@ -43,17 +44,32 @@ def test_aggregates_derive_typed_features() -> None:
         ({"name": "spend-v2"}, "'spend-v2' is not a valid name"),
         ({"timestamp": "window_key"}, "reserved by the offline store"),
         ({"temporal_join_lookback": "0"}, "temporal_join_lookback must be positive"),
+        ({"temporal_join_lookback": "24h", "source_delay": "2d"},
+         "feature set 'spend': temporal_join_lookback 24h is shorter than source_delay 2d, so no join or online "
+         "lookup can ever use a value"),
         ({"transform": lambda df, w: df}, "either aggregates or transform"),
         ({"quality": Quality(freshness="1d")}, "quality.freshness 1d must be positive and shorter than one daily window"),
         ({"quality": Quality(freshness="30m")}, "quality.freshness 30m is not longer than materialization.delay 1h"),
+        ({"quality": Quality(freshness="120m"), "materialization": Materialization(delay="180m")},
+         "quality.freshness 120m is not longer than materialization.delay 180m"),
         ({"quality": Quality(freshness="90s")}, "quality.freshness 90s must be whole minutes"),
         ({"aggregates": (), "transform": lambda df, w: df, "features": [Feature("n", "int64", derived_from=["amout"])]},
          "feature 'n' is derived_from unknown column(s) ['amout']"),
     ],
 )
 def test_invalid_specs_are_rejected_with_a_clear_message(overrides: dict, message: str) -> None:
-    with pytest.raises(SpecError, match=re.escape(message)):
+    """The message names the problem with the user's own durations ('7d' stays '7d') and ends
+    with exactly one period."""
+    with pytest.raises(SpecError, match=re.escape(message)) as refused:
         make(**overrides)
+    assert str(refused.value).endswith(".") and not str(refused.value).endswith("..")
+
+
+def test_lookback_equal_to_delay_is_allowed() -> None:
+    """The join takes `t - temporal_join_lookback <= ts <= t - source_delay`: equal bounds still
+    match a value exactly source_delay old; only a shorter lookback can never match."""
+    spec = make(temporal_join_lookback="2d", source_delay="48h")
+    assert spec.ttl == spec.delay == timedelta(days=2)
 
 
 def test_freshness_deadline_defaults_to_delay_plus_a_quarter_window() -> None:

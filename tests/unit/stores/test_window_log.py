@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.offline.upkeep import maintain_table
-from feature_pipelines.stores.offline.window_log import CHECKS_PASSED, CHECKS_PENDING, WindowLog, latest_entries
+from feature_pipelines.stores.offline.window_log import (
+    CHECKS_FAILED, CHECKS_PASSED, CHECKS_PENDING, LOG_SCHEMA, WindowLog, latest_entries,
+)
 from tests.factories import feature_set
 
 SCORES = feature_set("scores")
@@ -73,7 +75,7 @@ def store(tmp_path: Path) -> DeltaOfflineStore:
 def test_windows_committed_by_a_run_killed_before_its_log_entry_count_as_materialized_pending(
         store: DeltaOfflineStore, monkeypatch: pytest.MonkeyPatch) -> None:
     write(store, {"2024-01-01": 3, "2024-01-02": 2}, "first")
-    store.record_checks(SCORES, ["2024-01-01", "2024-01-02"], passed=True)
+    store.record_checks(SCORES, ["2024-01-01", "2024-01-02"])
     # Rewrites 01-02 (checked before) with new rows, adds 01-03 and the empty 01-04.
     killed_before_the_log(monkeypatch, lambda: write(store, {"2024-01-02": 4, "2024-01-03": 1, "2024-01-04": 0}, "killed"))
 
@@ -86,7 +88,7 @@ def test_windows_committed_by_a_run_killed_before_its_log_entry_count_as_materia
     # The catch-up is in the log now: later reads compare one version and read no history.
     reads = history_reads(monkeypatch)
     assert summary(store)["2024-01-03"] == (1, CHECKS_PENDING, "killed") and reads == []
-    store.record_checks(SCORES, ["2024-01-02", "2024-01-03", "2024-01-04"], passed=True)
+    store.record_checks(SCORES, ["2024-01-02", "2024-01-03", "2024-01-04"])
     assert store.publishable_windows(SCORES) == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
 
 
@@ -187,3 +189,40 @@ def test_a_commit_landing_while_the_history_is_read_keeps_the_versions_right(
 
     monkeypatch.setattr(DeltaTable, "history", with_a_commit_meanwhile)
     assert store.materialized_windows(SCORES)["2024-01-02"]["table_version"] == killed
+
+
+def test_a_failed_verdict_names_its_checks_until_a_passing_rewrite_replaces_it(store: DeltaOfflineStore) -> None:
+    write(store, {"2024-01-01": 3, "2024-01-02": 2, "2024-01-03": 1}, "bad")
+    store.record_checks(SCORES, ["2024-01-01", "2024-01-02", "2024-01-03"],
+                        {"2024-01-02": ["row_count_in_band", "expectations"], "2024-01-03": ["expectations"]})
+    logged = store.materialized_windows(SCORES)
+    assert {k: (e["checks"], e.get("failed_checks")) for k, e in logged.items()} == {
+        "2024-01-01": (CHECKS_PASSED, None), "2024-01-02": (CHECKS_FAILED, ["row_count_in_band", "expectations"]),
+        "2024-01-03": (CHECKS_FAILED, ["expectations"])}
+    assert store.publishable_windows(SCORES) == ["2024-01-01"]
+
+    write(store, {"2024-01-02": 2}, "fixed")  # re-materialized: pending until its checks ran, then passed
+    assert store.materialized_windows(SCORES)["2024-01-02"]["checks"] == CHECKS_PENDING
+    assert store.materialized_windows(SCORES)["2024-01-02"].get("failed_checks") is None
+    store.record_checks(SCORES, ["2024-01-02"])
+    logged = store.materialized_windows(SCORES)
+    assert (logged["2024-01-02"]["checks"], logged["2024-01-02"]["failed_checks"]) == (CHECKS_PASSED, None)
+    assert logged["2024-01-03"]["failed_checks"] == ["expectations"]
+    assert store.publishable_windows(SCORES) == ["2024-01-01", "2024-01-02"]
+
+
+def test_a_log_written_before_failed_checks_were_recorded_still_reads(store: DeltaOfflineStore) -> None:
+    """Its failed verdicts have no names (an empty list); the next verdict adds the column."""
+    write(store, {"2024-01-01": 3, "2024-01-02": 2}, "old")
+    store.sync_window_log(SCORES)
+    old_schema = pa.schema([f for f in LOG_SCHEMA if f.name != "failed_checks"])
+    at = datetime(2024, 1, 5, tzinfo=timezone.utc)
+    rows = [{"window_key": k, "rows": n, "table_version": store.open(SCORES).delta.version(), "run_id": "old",
+             "materialized_at": at, "checks": CHECKS_FAILED} for k, n in (("2024-01-01", 3), ("2024-01-02", 2))]
+    shutil.rmtree(store.window_log_uri(SCORES))
+    write_deltalake(store.window_log_uri(SCORES), pa.Table.from_pylist(rows, old_schema))
+    assert {k: e["failed_checks"] for k, e in store.materialized_windows(SCORES).items()} == {
+        "2024-01-01": [], "2024-01-02": []}
+    store.record_checks(SCORES, ["2024-01-01", "2024-01-02"], {"2024-01-02": ["keys_unique_and_not_null"]})
+    assert {k: (e["checks"], e["failed_checks"]) for k, e in store.materialized_windows(SCORES).items()} == {
+        "2024-01-01": (CHECKS_PASSED, None), "2024-01-02": (CHECKS_FAILED, ["keys_unique_and_not_null"])}

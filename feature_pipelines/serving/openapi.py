@@ -1,0 +1,124 @@
+"""The OpenAPI document the feature server publishes (`/openapi.json`), written from what it
+serves: one path per retrieval spec, with its key columns and features, and the docs page (`/docs`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feature_pipelines.serving.specs import Served, ServedCatalog
+
+_JSON_TYPE = {"string": "string", "int64": "integer", "int32": "integer", "float64": "number", "float32": "number",
+              "bool": "boolean", "timestamp": "string", "date": "string"}
+_ERRORS = {
+    "401": "No token, or an unknown one (when tokens are configured).",
+    "403": "The token may not read this retrieval spec.",
+    "413": "The body is larger than the server's --max-body-bytes.",
+    "422": "A field is wrong: `error.field` names it (a missing or extra key column, a wrong type, too many entities).",
+    "503": "Redis cannot be read; the message names its URL.",
+}
+
+
+def openapi_document(served: ServedCatalog, max_entities: int, secured: bool) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/health": {"get": _get("Whether the process is up (never needs a token).", "Up.")},
+        "/ready": {"get": _get("Whether the server can answer: definitions loaded and Redis reachable.", "Ready.",
+                               {"503": "Redis is unreachable."})},
+        "/metrics": {"get": _get("Prometheus metrics: requests, latency histograms, Redis errors.", "Metrics.",
+                                 media="text/plain")},
+        "/features": {"post": _post(
+            "Online features of a list of `feature_set:version:feature` entries for some entities.",
+            {"type": "object", "additionalProperties": False, "required": ["features", "entities"], "properties": {
+                "features": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                             "example": ["transactions:1:amount_sum_7d", "accounts:1:*"]},
+                "entities": {"type": "array", "maxItems": max_entities,
+                             "items": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}}},
+                "full_names": {"type": "boolean", "default": False},
+                "at": _AT}},
+            {"type": ["string", "number", "integer", "boolean", "null"]}, None)},
+    }
+    for name, spec in sorted(served.specs.items()):
+        paths[f"/features/{name}"] = {"post": _post(
+            f"Online features of retrieval spec `{name}`, one row per entity in order.",
+            {"type": "object", "additionalProperties": False, "required": ["entities"], "properties": {
+                "entities": {"type": "array", "maxItems": max_entities, "items": _entity(spec)}, "at": _AT}},
+            _values(spec), name)}
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Feature server", "version": "1",
+                 "description": "Online features of the feature store, the values `FeatureStore.get_online_features` "
+                                "returns, with each feature set's status and ts."},
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR, "FeatureSetStatus": _STATUS}},
+    }
+    if secured:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+        document["paths"]["/health"]["get"]["security"] = []
+    return document
+
+
+_AT = {"type": "string", "format": "date-time",
+       "description": "Judge value ages (temporal_join_lookback) at this time instead of now."}
+_ERROR = {"type": "object", "properties": {
+    "error": {"type": "object", "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
+                                               "field": {"type": ["string", "null"]}}},
+    "request_id": {"type": "string"}}}
+_STATUS = {"type": "object", "properties": {
+    "status": {"enum": ["present", "not_found", "expired"]},
+    "ts": {"type": ["string", "null"], "format": "date-time",
+           "description": "When the value became true (null when not found)."}}}
+
+
+def _entity(spec: Served) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": [k.name for k in spec.keys],
+            "properties": {k.name: {"type": _JSON_TYPE[k.dtype]} for k in spec.keys}}
+
+
+def _values(spec: Served) -> dict[str, Any]:
+    properties = {}
+    for selection in spec.selections:
+        dtypes = {f.name: f.dtype for f in selection.feature_set.features}
+        for feature, column in zip(selection.features, selection.columns):
+            properties[column] = {"type": [_JSON_TYPE[dtypes[feature]], "null"]}
+    return {"type": "object", "properties": properties}
+
+
+def _response(values: dict[str, Any], spec: str | None) -> dict[str, Any]:
+    return {"type": "object", "properties": {
+        "request_id": {"type": "string"},
+        **({} if spec is None else {"retrieval_spec": {"const": spec}}),
+        "at": {"type": "string", "format": "date-time"},
+        "features": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {"type": "object", "properties": {
+            "entity": {"type": "object"},
+            "values": values if spec is not None else {"type": "object", "additionalProperties": values},
+            "feature_sets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/FeatureSetStatus"}},
+        }}}}}
+
+
+def _post(summary: str, request: dict[str, Any], values: dict[str, Any], spec: str | None) -> dict[str, Any]:
+    """A features endpoint: of retrieval spec `spec`, or of an explicit feature list (None)."""
+    errors = {code: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+              for code, text in _ERRORS.items()}
+    if spec is None:
+        errors["403"]["description"] = "The token is limited to some retrieval specs."
+    return {"summary": summary, "operationId": "features" if spec is None else f"features_of_{spec}",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {"200": {"description": "One row per entity, in order.",
+                                  "content": {"application/json": {"schema": _response(values, spec)}}}, **errors}}
+
+
+def _get(summary: str, ok: str, more: dict[str, str] | None = None, media: str = "application/json") -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": ok, "content": {media: {}}}}
+    responses.update({code: {"description": text} for code, text in (more or {}).items()})
+    return {"summary": summary, "responses": responses}
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Feature server</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""

@@ -1,0 +1,35 @@
+"""Response rows: one per entity in order, values by column, each feature set's status and ts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from feature_pipelines.serving.requests import KeyColumn
+from feature_pipelines.serving.responses import body, feature_rows
+from feature_pipelines.spec.retrieval_spec import FeatureSelection
+from feature_pipelines.stores.online.lookup import SetValues
+from tests.factories import feature_set
+from tests.helpers import MATERIALIZED_AT
+
+USERS = feature_set("users", features={"x": "float64", "tier": "string"})
+TS = 1_707_955_200_000_001  # 2024-02-15T00:00:00.000001Z
+
+
+def test_rows_carry_values_status_and_ts_per_entity() -> None:
+    found = [SetValues(FeatureSelection(USERS, ("x", "tier"), ("users__x", "users__tier")),
+                       ts_micros=np.array([TS, -1, TS - 1]), expired=np.array([False, False, True]),
+                       columns={"users__x": [1.5, None, None], "users__tier": ["gold", None, None]})]
+    rows = feature_rows([KeyColumn("user_id", "string")], {"user_id": ["u1", "nobody", "u3"]}, found)
+    assert rows == [
+        {"entity": {"user_id": "u1"}, "values": {"users__x": 1.5, "users__tier": "gold"},
+         "feature_sets": {"users_v1": {"status": "present", "ts": "2024-02-15T00:00:00.000001+00:00"}}},
+        {"entity": {"user_id": "nobody"}, "values": {"users__x": None, "users__tier": None},
+         "feature_sets": {"users_v1": {"status": "not_found", "ts": None}}},
+        {"entity": {"user_id": "u3"}, "values": {"users__x": None, "users__tier": None},
+         "feature_sets": {"users_v1": {"status": "expired", "ts": "2024-02-15T00:00:00+00:00"}}},
+    ]
+    payload = json.loads(body("r1", "model", MATERIALIZED_AT, ["users__x", "users__tier"], rows))
+    assert payload == {"request_id": "r1", "retrieval_spec": "model", "at": "2024-02-19T23:59:59.999999+00:00",
+                       "features": ["users__x", "users__tier"], "rows": rows}

@@ -41,41 +41,40 @@ class Metrics:
         histogram.observe(seconds)
 
     def render(self) -> str:
-        lines = [
-            f"# HELP {PREFIX}_requests_total HTTP requests answered, by endpoint and status.",
-            f"# TYPE {PREFIX}_requests_total counter",
-        ]
+        lines = _family("requests_total", "counter", "HTTP requests answered, by endpoint and status.")
         for (endpoint, status), count in sorted(self.requests.items()):
-            lines.append(f'{PREFIX}_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
-        lines += [
-            f"# HELP {PREFIX}_request_duration_seconds Time from a request's arrival to its response, by endpoint.",
-            f"# TYPE {PREFIX}_request_duration_seconds histogram",
-        ]
+            lines.append(_sample("requests_total", count, endpoint=endpoint, status=status))
+        lines += _family("request_duration_seconds", "histogram",
+                         "Time from a request's arrival to its response, by endpoint.")
         for endpoint, histogram in sorted(self.latency.items()):
             cumulative = 0
             for bound, count in zip([*map(_number, BUCKETS), "+Inf"], histogram.counts):
                 cumulative += count
-                lines.append(f'{PREFIX}_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{bound}"}} {cumulative}')
-            lines.append(f'{PREFIX}_request_duration_seconds_sum{{endpoint="{endpoint}"}} {histogram.total:.9f}')
-            lines.append(f'{PREFIX}_request_duration_seconds_count{{endpoint="{endpoint}"}} {cumulative}')
-        lines += [
-            f"# HELP {PREFIX}_values_total Feature set values looked up, by feature set and status.",
-            f"# TYPE {PREFIX}_values_total counter",
-        ]
+                lines.append(_sample("request_duration_seconds_bucket", cumulative, endpoint=endpoint, le=bound))
+            lines.append(_sample("request_duration_seconds_sum", f"{histogram.total:.9f}", endpoint=endpoint))
+            lines.append(_sample("request_duration_seconds_count", cumulative, endpoint=endpoint))
+        lines += _family("values_total", "counter", "Feature set values looked up, by feature set and status.")
         for (feature_set, status), count in sorted(self.statuses.items()):
-            lines.append(f'{PREFIX}_values_total{{feature_set="{feature_set}",status="{status}"}} {count}')
-        lines += [
-            f"# HELP {PREFIX}_entities_total Entities looked up.",
-            f"# TYPE {PREFIX}_entities_total counter",
-            f"{PREFIX}_entities_total {self.entities}",
-            f"# HELP {PREFIX}_redis_errors_total Requests that failed because Redis could not be read.",
-            f"# TYPE {PREFIX}_redis_errors_total counter",
-            f"{PREFIX}_redis_errors_total {self.redis_errors}",
-            f"# HELP {PREFIX}_requests_in_flight Requests being answered now.",
-            f"# TYPE {PREFIX}_requests_in_flight gauge",
-            f"{PREFIX}_requests_in_flight {self.in_flight}",
-        ]
+            lines.append(_sample("values_total", count, feature_set=feature_set, status=status))
+        for name, kind, help_text, value in (
+            ("entities_total", "counter", "Entities looked up.", self.entities),
+            ("redis_errors_total", "counter", "Requests that failed because Redis could not be read.",
+             self.redis_errors),
+            ("requests_in_flight", "gauge", "Requests being answered now.", self.in_flight),
+        ):
+            lines += [*_family(name, kind, help_text), _sample(name, value)]
         return "\n".join(lines) + "\n"
+
+
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    """A metric family's HELP and TYPE lines."""
+    return [f"# HELP {PREFIX}_{name} {help_text}", f"# TYPE {PREFIX}_{name} {kind}"]
+
+
+def _sample(name: str, value: object, **labels: object) -> str:
+    """One sample line, with its labels in the order given."""
+    label_text = ",".join(f'{key}="{label}"' for key, label in labels.items())
+    return f"{PREFIX}_{name}{{{label_text}}} {value}" if labels else f"{PREFIX}_{name} {value}"
 
 
 def _number(bound: float) -> str:

@@ -3,18 +3,22 @@
     .venv/bin/python benchmarks/retrieval.py --spark              # everything, 1M and 5M observations
     .venv/bin/python benchmarks/retrieval.py --observations --spark --skew 0.8 --skip-online
                                                                   # Spark only, Zipf-skewed entities
+    .venv/bin/python benchmarks/retrieval.py --observations        # online lookups only
 
 Synthetic data: 3 feature sets x 10 float features, 100,000 entities, 90 daily windows,
 written as real offline Delta tables: 1,000,000 rows per set for the local engine, 9,000,000
 (one per entity per window) for the Spark comparison. References run in the same process on
 the same data: pandas `merge_asof` done by hand, DuckDB `ASOF JOIN`, a naive Spark range join
-+ row_number, and a bare redis-py pipeline.
++ row_number, and a bare redis-py MGET of the same keys (online, against a redis-server of its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import socket
+import struct
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,7 +32,6 @@ import redis
 
 from feature_pipelines import Entity, Feature, FeatureSet, Partitions, Source
 from feature_pipelines.spec.catalog import Catalog, CatalogEntry
-from feature_pipelines.stores.online.local_redis import LocalRedisServer
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore, offline_schema
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.retrieval.feature_store import FeatureStore
@@ -51,7 +54,7 @@ def feature_set(name: str, features: int, ttl: str | None, delay: str) -> Featur
 
 
 SETS = [feature_set("alpha", 10, "30d", "0"), feature_set("beta", 10, None, "1h"), feature_set("gamma", 10, "7d", "0")]
-WIDE = feature_set("wide", 50, None, "0")
+WIDE = feature_set("wide", 50, "30d", "0")
 
 
 def entity_ids(rng: np.random.Generator, n: int, skew: float = 0.0) -> np.ndarray:
@@ -147,51 +150,119 @@ def naive_spark(spark, store: DeltaOfflineStore, result):
     return result
 
 
-def run_to_noop(frame) -> None:
-    """Compute every column of every row without collecting: the same sink for both plans."""
-    frame.write.format("noop").mode("overwrite").save()
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, redis.Redis]:
+    """A bare redis-server of our own on a free loopback port, no persistence (stopped by its pid)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                                "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            return process, client
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
 
 
-def online_benchmark(workdir: Path, rng: np.random.Generator) -> list[tuple[int, float, float, float, float]]:
-    server = LocalRedisServer(workdir / "redis").start()
+def straightforward_decode(reply: list[bytes | None], moment_us: int, ttl_us: int) -> np.ndarray:
+    """The reference decode of an MGET reply of WIDE, one struct.unpack per row: (rows, features)
+    float64, NaN where a value is null, nothing is stored or the stored row has expired."""
+    width = len(WIDE.features)
+    nulls = (width + 7) // 8
+    out = np.full((len(reply), width), np.nan)
+    for row, value in enumerate(reply):
+        if value is None or moment_us - int(value[:20]) > ttl_us:
+            continue
+        bits = int.from_bytes(value[21:21 + nulls], "little")
+        numbers = struct.unpack(f"<{width}d", value[21 + nulls:21 + nulls + 8 * width])
+        out[row] = [np.nan if bits >> j & 1 else v for j, v in enumerate(numbers)]
+    return out
+
+
+def online_benchmark(workdir: Path, rng: np.random.Generator, calls: int, runs: int, sizes: list[int]) -> list[dict]:
+    """get_online_features (DataFrame and as_frame=False) and a bare redis-py MGET of the same
+    keys, interleaved call by call; p50/p99 per run, after a warm-up of the same calls."""
+    process, client = start_redis(workdir)
     try:
-        client = redis.Redis.from_url(server.url)
-        online = RedisOnlineStore(client, server.url)
-        batch = pa.table({
-            "entity_id": [f"e{i}" for i in range(ENTITIES)],
-            "ts": pa.array([NOW - timedelta(hours=1)] * ENTITIES, pa.timestamp("us", tz="UTC")),
-            **{n: rng.random(ENTITIES) for n in WIDE.feature_names},
-        })
+        online = RedisOnlineStore(client, "redis://127.0.0.1")
+        ts = [NOW - (timedelta(days=40) if i % 50 == 0 else timedelta(hours=1)) for i in range(ENTITIES)]  # 2% expired
+        values = {n: pa.array(np.where(rng.random(ENTITIES) < 0.01, np.nan, rng.random(ENTITIES)), from_pandas=True)
+                  for n in WIDE.feature_names}  # 1% nulls
+        batch = pa.table({"entity_id": [f"e{i}" for i in range(ENTITIES)],
+                          "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), **values})
         online.publish(WIDE, batch.to_batches(max_chunksize=10_000))
-        catalog = Catalog([CatalogEntry(WIDE, Path("bench"))])
-        api = FeatureStore(catalog, DeltaOfflineStore(str(workdir / "unused")), online)
+        api = FeatureStore(Catalog([CatalogEntry(WIDE, Path("bench"))]), DeltaOfflineStore(str(workdir / "unused")), online)
         spec = [f"wide:1:{n}" for n in WIDE.feature_names]
+        moment_us, ttl_us = int(NOW.timestamp() * 1e6), int(WIDE.ttl.total_seconds() * 1e6)
         results = []
-        for size in (1, 100, 1000):
-            api_times, raw_times = [], []
-            for attempt in range(400 if size < 1000 else 150):
-                ids = [f"e{i}" for i in rng.integers(0, ENTITIES, size)]
-                rows = [{"entity_id": e} for e in ids]
-                started = time.perf_counter()
-                api.get_online_features(spec, rows, now=NOW, as_frame=False)
-                api_times.append(time.perf_counter() - started)
-                keys = [online.key(WIDE, [e]) for e in ids]
-                started = time.perf_counter()
-                pipe = client.pipeline(transaction=False)
-                pipe.mget(keys)
-                pipe.execute()
-                raw_times.append(time.perf_counter() - started)
-            api_ms = np.array(api_times[20:]) * 1000
-            raw_ms = np.array(raw_times[20:]) * 1000
-            results.append((size, np.percentile(api_ms, 50), np.percentile(api_ms, 99),
-                            np.percentile(raw_ms, 50), np.percentile(raw_ms, 99)))
+        for size in sizes:
+            for run in range(runs):
+                times: dict[str, list[float]] = {"frame": [], "lists": [], "mget": []}
+                warmup = 200
+                for call in range(warmup + calls):
+                    ids = [f"e{i}" for i in rng.integers(0, ENTITIES, size)]
+                    rows = [{"entity_id": e} for e in ids]
+                    keys = [f"fs:wide:v1:{{{e}}}" for e in ids]
+                    order = ("frame", "lists", "mget") if call % 2 else ("mget", "lists", "frame")
+                    out = {}
+                    for way in order:
+                        started = time.perf_counter()
+                        if way == "mget":
+                            out[way] = client.mget(keys)
+                        else:
+                            out[way] = api.get_online_features(spec, rows, now=NOW, as_frame=way == "frame")
+                        times[way].append(time.perf_counter() - started)
+                    expected = straightforward_decode(out["mget"], moment_us, ttl_us)
+                    frame, lists = out["frame"], out["lists"]
+                    assert frame["entity_id"].tolist() == lists["entity_id"] == ids
+                    got_frame = frame[WIDE.feature_names].to_numpy(dtype=float)
+                    got_lists = np.array([[np.nan if v is None else v for v in lists[n]] for n in WIDE.feature_names],
+                                         dtype=float).T
+                    for got in (got_frame, got_lists):
+                        assert np.array_equal(got, expected, equal_nan=True), "values differ from the bare MGET's"
+                ms = {way: np.array(t[warmup:]) * 1000 for way, t in times.items()}
+                results.append({"entities": size, "run": run, "load": Path("/proc/loadavg").read_text().split()[0],
+                                **{f"{way} p{q}": float(np.percentile(v, q)) for way, v in ms.items() for q in (50, 99)}})
         return results
     finally:
-        server.stop()
+        client.close()
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def print_online(results: list[dict]) -> None:
+    ways = [("frame", "DataFrame"), ("lists", "as_frame=False"), ("mget", "bare MGET")]
+    print(f"{'entities':>9}{'run':>4}{'load':>6}" + "".join(f"{label + ' p50':>20}{'p99':>8}" for _, label in ways))
+    for r in results:
+        print(f"{r['entities']:>9}{r['run']:>4}{r['load']:>6}" + "".join(f"{r[w + ' p50']:>20.3f}{r[w + ' p99']:>8.3f}" for w, _ in ways))
+    print("median of the runs:")
+    for size in sorted({r["entities"] for r in results}):
+        mine = [r for r in results if r["entities"] == size]
+        print(f"{size:>9}{'':>10}" + "".join(
+            f"{np.median([r[w + ' p50'] for r in mine]):>20.3f}{np.median([r[w + ' p99'] for r in mine]):>8.3f}" for w, _ in ways))
+
+
+def fingerprint(frame, columns: list[str]) -> tuple[int, int, int]:
+    """Every column of every row computed into an order-free fingerprint (rows, xor and sum of row
+    hashes): the same sink for every plan, and a check of their results by value, not by count."""
+    from pyspark.sql import functions as F
+
+    h = F.xxhash64(*[F.col(c) for c in columns])
+    row = frame.agg(F.count(F.lit(1)), F.bit_xor(h), F.sum(F.pmod(h, F.lit(2_147_483_647)))).first()
+    return tuple(int(v or 0) for v in row)
 
 
 def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng: np.random.Generator) -> None:
-    """Our Spark engine against the naive plan, both reading the observations from Parquet."""
+    """Our Spark engine against the naive plan, both reading the observations from Parquet; each
+    plan warmed up alike, timed `--spark-repeat` times (median), results compared by fingerprint
+    over every row and column, and on a sample against the local engine."""
     import os
     import sys
     import threading
@@ -207,6 +278,7 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "12g")
              .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
              .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
              .config("spark.sql.session.timeZone", "UTC").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
@@ -215,47 +287,85 @@ def spark_benchmark(catalog: Catalog, spec: list[str], workdir: Path, args, rng:
         write_feature_rows(spark_store, fs, args.spark_rows_per_set, rng, args.skew)
     api = FeatureStore(catalog, spark_store, spark=spark)
     selections = api.resolve(spec)
-    for n in args.spark_observations:
-        obs = observations(n, rng, args.skew)
-        path = workdir / f"obs-{n}.parquet"
+    features = [n for fs in SETS for n in fs.feature_names]
+    columns = ["entity_id", "event_timestamp", "label", *features]
+
+    def write_observations(obs: pd.DataFrame, name: str) -> Path:
+        path = workdir / f"{name}.parquet"
         obs.to_parquet(path, index=False, coerce_timestamps="us")
+        return path
+
+    def ours(path: Path):
         stored = open_observation_files(path)
-        t_min, t_max = obs.event_timestamp.min().to_pydatetime(), obs.event_timestamp.max().to_pydatetime()
-        api.get_offline_features(obs.head(1000), spec, engine="spark", now=NOW)  # warm-up
-        ours_s, _ = timed(lambda: run_to_noop(SparkJoin(spark).asof_join(
-            from_files(spark, stored, "event_timestamp"), feature_spans(spark_store, selections, (t_min, t_max)),
-            broadcast_matches=True)))
+        t = pd.read_parquet(path, columns=["event_timestamp"])["event_timestamp"]
+        span = (t.min().to_pydatetime(), t.max().to_pydatetime())
+        joined = SparkJoin(spark).asof_join(from_files(spark, stored, "event_timestamp"),
+                                            feature_spans(spark_store, selections, span), broadcast_matches=True)
+        return fingerprint(joined, columns)
 
-        def naive() -> None:
-            run_to_noop(naive_spark(spark, spark_store, spark.read.parquet(str(path))
-                                    .withColumn("__row", F.monotonically_increasing_id())))
+    def naive(path: Path):
+        return fingerprint(naive_spark(spark, spark_store, spark.read.parquet(str(path))
+                                       .withColumn("__row", F.monotonically_increasing_id())), columns)
 
-        # The naive plan can run for hours on skewed data: cancel it at the time limit.
-        spark.sparkContext.setJobGroup("naive", "naive plan", interruptOnCancel=True)
-        timer = threading.Timer(args.naive_limit, lambda: spark.sparkContext.cancelJobGroup("naive"))
+    def limited(run, limit: float):
+        """(seconds, result), or (limit, None) when cancelled at the limit (the naive plan can run for hours)."""
+        spark.sparkContext.setJobGroup("limited", "limited run", interruptOnCancel=True)
+        timer = threading.Timer(limit, lambda: spark.sparkContext.cancelJobGroup("limited"))
         timer.start()
         try:
-            naive_s, _ = timed(naive)
-            finished = True
+            return timed(run)
         except Exception:  # cancelled at the limit
-            naive_s, finished = float(args.naive_limit), False
+            return float(limit), None
         finally:
             timer.cancel()
-            spark.sparkContext.setJobGroup("ours", "ours")
+            spark.sparkContext.setJobGroup("bench", "bench")
+
+    paths = {"ours (match on keys, then fetch values)": ours, "naive range join + row_number": naive}
+    warm = write_observations(observations(1000, rng, args.skew), "warm-up")
+    for run in paths.values():  # the same warm-up for every plan: one run on 1,000 observations
+        run(warm)
+    for n in args.spark_observations:
+        obs = observations(n, rng, args.skew)
+        path = write_observations(obs, f"obs-{n}")
+        load = [Path("/proc/loadavg").read_text().split()[:3]]
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        prints: dict[str, set] = {name: set() for name in paths}
+        for repeat in range(args.spark_repeat):
+            order = list(paths) if repeat % 2 == 0 else list(reversed(paths))
+            for name in order:
+                if name.startswith("naive") and repeat >= args.naive_repeat:
+                    continue
+                seconds, result = limited(lambda: paths[name](path), args.naive_limit)
+                times[name].append(seconds)
+                if result is not None:
+                    prints[name].add(result)
+                print(f"  [{n:,} obs, run {repeat + 1}] {name}: {seconds:.2f} s "
+                      f"{'' if result is not None else '(cancelled at the limit)'}", flush=True)
+        load.append(Path("/proc/loadavg").read_text().split()[:3])
+        finished = {name: p for name, p in prints.items() if p}
+        assert all(len(p) == 1 for p in finished.values()), f"a plan's result changed between runs: {finished}"
+        assert len({next(iter(p)) for p in finished.values()}) == 1, f"results differ by value: {finished}"
+        # Equal to the local engine (and the naive plan) on a sample, value by value.
         sample = obs.sample(2000, random_state=1)
-        ours = api.get_offline_features(sample, spec, engine="spark", now=NOW)
+        by_spark = api.get_offline_features(sample, spec, engine="spark", now=NOW)
+        by_local = api.get_offline_features(sample, spec, engine="local", now=NOW)
         naive_sample = spark.createDataFrame(sample.assign(__row=np.arange(len(sample))))
         by_naive = naive_spark(spark, spark_store, naive_sample).orderBy("__row").toPandas()
-        features = [n for fs in SETS for n in fs.feature_names]
-        assert np.allclose(ours[features].to_numpy(dtype=float), by_naive[features].to_numpy(dtype=float), equal_nan=True)
+        for other in (by_local, by_naive):
+            assert np.array_equal(by_spark[features].to_numpy(dtype=float), other[features].to_numpy(dtype=float),
+                                  equal_nan=True)
         print(f"\nSpark engine, {n:,} observations (Parquet) x {args.spark_rows_per_set:,} rows per feature set, "
-              f"entity skew {args.skew} (all columns computed, written to Spark's noop sink; equal on a 2,000-row sample)")
-        print(f"  ours (match on keys, then fetch values): {ours_s:8.2f} s")
-        if finished:
-            print(f"  range join + row_number:                 {naive_s:8.2f} s   ours is {naive_s / ours_s:.1f}x faster")
-        else:
-            print(f"  range join + row_number:               > {naive_s:8.2f} s   (cancelled at the limit; "
-                  f"ours is more than {naive_s / ours_s:.1f}x faster)")
+              f"entity skew {args.skew}; every column of every row computed into a fingerprint, equal by value "
+              f"across the plans ({len(finished)} finished); equal to the local engine on a 2,000-row sample. "
+              f"/proc/loadavg before {' '.join(load[0])}, after {' '.join(load[1])}")
+        naive_name = "naive range join + row_number"
+        for name, seconds in times.items():
+            median = float(np.median(seconds))
+            done = name in finished
+            ratio = float(np.median(times[naive_name])) / median
+            runs = " / ".join(f"{s:.2f}" for s in seconds)
+            print(f"  {name:<42}{'' if done else '> '}{median:8.2f} s  median of {len(seconds)} ({runs})"
+                  + ("" if name == naive_name else f"   naive / this: {'' if naive_name in finished else '> '}{ratio:.1f}x"))
 
 
 def main() -> None:
@@ -265,22 +375,28 @@ def main() -> None:
     parser.add_argument("--rows-per-set", type=int, default=1_000_000)
     parser.add_argument("--spark", action="store_true", help="also time the Spark engine and the naive Spark plan")
     parser.add_argument("--spark-observations", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--spark-repeat", type=int, default=3, help="timed runs of each Spark plan (median)")
+    parser.add_argument("--naive-repeat", type=int, default=3, help="of which the naive plan runs this many")
     parser.add_argument("--skew", type=float, default=0.0,
                         help="Zipf exponent of entity popularity for the Spark comparison (0 = uniform)")
     parser.add_argument("--naive-limit", type=float, default=1200.0, help="seconds before the naive plan is cancelled")
     parser.add_argument("--spark-rows-per-set", type=int, default=ENTITIES * DAYS,
                         help="feature rows per set for the Spark comparison (default: one per entity per window)")
     parser.add_argument("--skip-online", action="store_true")
+    parser.add_argument("--online-calls", type=int, default=2000, help="timed online calls per run and size")
+    parser.add_argument("--online-runs", type=int, default=3)
+    parser.add_argument("--online-sizes", type=int, nargs="+", default=[1, 100, 1000], help="entities per online call")
     args = parser.parse_args()
 
     rng = np.random.default_rng(42)
     workdir = Path(tempfile.mkdtemp(prefix="fs-retrieval-bench-"))
     store = DeltaOfflineStore(str(workdir / "offline"))
-    for fs in SETS:
-        write_feature_rows(store, fs, args.rows_per_set, rng)
     catalog = Catalog([CatalogEntry(fs, Path("bench")) for fs in SETS])
     spec = [f"{fs.name}:1:*" for fs in SETS]
-    print(f"{len(SETS)} feature sets x 10 features, {args.rows_per_set:,} rows each, {ENTITIES:,} entities, {DAYS} windows")
+    if args.observations:  # the offline tables are for the local engine only
+        for fs in SETS:
+            write_feature_rows(store, fs, args.rows_per_set, rng)
+        print(f"{len(SETS)} feature sets x 10 features, {args.rows_per_set:,} rows each, {ENTITIES:,} entities, {DAYS} windows")
 
     for n in args.observations:
         obs = observations(n, rng)
@@ -302,10 +418,10 @@ def main() -> None:
         spark_benchmark(catalog, spec, workdir, args, rng)
 
     if not args.skip_online:
-        print(f"\nonline lookups, {WIDE.key}: 50 features, {ENTITIES:,} entities in Redis (ms)")
-        print(f"{'entities':>9}{'API p50':>10}{'API p99':>10}{'redis-py p50':>14}{'redis-py p99':>14}")
-        for size, p50, p99, r50, r99 in online_benchmark(workdir, rng):
-            print(f"{size:>9}{p50:>10.3f}{p99:>10.3f}{r50:>14.3f}{r99:>14.3f}")
+        print(f"\nonline lookups, {WIDE.key}: 50 float features, {ENTITIES:,} entities in Redis (1% null values, "
+              f"2% of entities expired), {args.online_calls} calls per run after 200 warm-up calls, ms; "
+              "values checked equal to a straightforward decode of the MGET reply on every call")
+        print_online(online_benchmark(workdir, rng, args.online_calls, args.online_runs, args.online_sizes))
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -12,6 +12,8 @@ from feature_pipelines.errors import (
     OfflineStoreError,
     OnlineStoreError,
     QualityCheckError,
+    RequestFeatureError,
+    RequestFieldError,
     RetrievalError,
     SourceError,
     SpecError,
@@ -31,6 +33,7 @@ from feature_pipelines.spec.feature_set import (
     Source,
     WindowContext,
 )
+from feature_pipelines.spec.request_features import request_feature
 from feature_pipelines.spec.retrieval_spec import RetrievalSpec
 
 if TYPE_CHECKING:
@@ -60,6 +63,8 @@ __all__ = [
     "Partitions",
     "Quality",
     "QualityCheckError",
+    "RequestFeatureError",
+    "RequestFieldError",
     "RetrievalError",
     "RetrievalSpec",
     "Source",
@@ -69,4 +74,5 @@ __all__ = [
     "VersionConflictError",
     "WindowContext",
     "WindowError",
+    "request_feature",
 ]

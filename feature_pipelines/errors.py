@@ -78,6 +78,21 @@ class RetrievalError(FeatureStoreError):
     """A retrieval request is invalid: bad observations, unknown features, missing windows."""
 
 
+class RequestFieldError(RetrievalError):
+    """A request field a request-time feature reads holds a value of another type than declared.
+    `field`, `row`, `value` and `expected` let each caller say where (an observation row, an entity
+    of a server request)."""
+
+    def __init__(self, field: str, row: int, value: object, expected: str):
+        super().__init__(f"request field {field!r} must be {expected}, not {value!r} (row {row}); convert the values")
+        self.field, self.row, self.value, self.expected = field, row, value, expected
+
+
+class RequestFeatureError(FeatureStoreError):
+    """A request-time feature's function raised, or returned a value of another type than it
+    declares: a bug in its definition, not in the request."""
+
+
 class QualityCheckError(FeatureStoreError):
     """A blocking quality check failed: the windows it failed on are quarantined (offline, never
     published online, refused by retrieval unless accepted)."""

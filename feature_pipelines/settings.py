@@ -14,6 +14,7 @@ from pathlib import Path
 from feature_pipelines.errors import FeatureStoreError, inline
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_SERVE_URL = "http://127.0.0.1:6566"  # `featurestore serve` with its defaults
 
 
 def project_dir() -> Path:
@@ -37,6 +38,8 @@ class Settings:
     spark_master: str
     offline_storage_options: dict[str, str] = field(default_factory=dict)
     source_storage_options: dict[str, str] = field(default_factory=dict)
+    # Where the feature server answers, as clients reach it: the dataset assets link there.
+    serve_url: str = DEFAULT_SERVE_URL
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,6 +54,7 @@ class Settings:
             spark_master=os.environ.get("SPARK_MASTER", "local[2]"),
             offline_storage_options=_json_env("FEATURESTORE_OFFLINE_STORAGE_OPTIONS"),
             source_storage_options=_json_env("FEATURESTORE_SOURCE_STORAGE_OPTIONS"),
+            serve_url=_url_env("FEATURESTORE_SERVE_URL", DEFAULT_SERVE_URL),
         )
 
 
@@ -66,6 +70,15 @@ def _json_env(name: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise FeatureStoreError(f"{name} must be a JSON object of storage options, not {type(value).__name__}.")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _url_env(name: str, default: str) -> str:
+    """An http(s) URL from the environment, without a trailing slash; `default` when unset."""
+    raw = os.environ.get(name, "").strip() or default
+    if not raw.startswith(("http://", "https://")):
+        raise FeatureStoreError(f"{name} is not an http(s) URL ({raw!r}); set it to where clients reach the feature "
+                                f"server, like {default}.")
+    return raw.rstrip("/")
 
 
 def resolve_path(root: str, path: str) -> str:

@@ -144,8 +144,8 @@ def load(store: DeltaOfflineStore, case: Case) -> None:
         store.open(fs).replace_windows(table.to_batches(), keys)
 
 
-def feature_store(root: Path, spark=None) -> FeatureStore:
-    catalog = Catalog([CatalogEntry(fs, Path("test")) for fs in SETS])
+def feature_store(root: Path, spark=None, request_features=()) -> FeatureStore:
+    catalog = Catalog([CatalogEntry(fs, Path("test")) for fs in SETS], request_features)
     return FeatureStore(catalog, DeltaOfflineStore(str(root)), spark=spark)
 
 

@@ -453,7 +453,7 @@ def demo(workspace: Workspace, scale: int, days: int, seed: int, end: datetime |
     for line in [*_activate_lines(home), "featurestore status",
                  f"featurestore training-set fraud_model --observations {_shown(observations)}",
                  f"featurestore inference-set fraud_model --entities {_shown(entities)} --as-of {at}",
-                 f"featurestore online fraud_model account_id=a000000 merchant_id=m00000 --at {at}",
+                 f"featurestore online fraud_model account_id=a000000 merchant_id=m00000 amount=42.5 --at {at}",
                  "dagster dev -w workspace.yaml        # the UI, on http://127.0.0.1:3000"]:
         click.echo(f"  {line}")
 
@@ -527,22 +527,33 @@ def inference_set(workspace: Workspace, retrieval_spec: str, entities: str, as_o
 @click.pass_obj
 @_friendly
 def online(workspace: Workspace, retrieval_spec: str, keys: tuple[str, ...], at: str | None) -> None:
-    """Online features of SPEC for one entity, given as KEY=VALUE pairs (e.g. account_id=a000001)."""
+    """Online features of SPEC for one entity, given as KEY=VALUE pairs (e.g. account_id=a000001),
+    request fields of its request features too (e.g. amount=42.5)."""
+    import json
+
     from feature_pipelines.clock import parse_time
     from feature_pipelines.retrieval.feature_store import FeatureStore
 
-    row: dict[str, str] = {}
+    store = FeatureStore(workspace.catalog, workspace.offline)
+    spec = workspace.retrieval_spec_path(retrieval_spec)
+    fields = store.request_features(spec).fields
+    row: dict[str, Any] = {}
     for pair in keys:
         if "=" not in pair:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEYS")
         name, value = pair.split("=", 1)
         row[name] = value
+        if name in fields and fields[name] != "string":  # typed like JSON: 42.5, 3, true, null
+            try:
+                row[name] = json.loads(value)
+            except ValueError:
+                raise click.BadParameter(f"{name}={value}: request field {name!r} is {fields[name]}; write a JSON "
+                                         "number, true, false or null", param_hint="KEYS") from None
     with workspace.online_server() as url:
         from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
-        store = FeatureStore(workspace.catalog, workspace.offline, RedisOnlineStore.from_url(url))
-        frame = store.get_online_features(workspace.retrieval_spec_path(retrieval_spec), [row],
-                                          now=parse_time(at, "--at") if at else None)
+        store.online = RedisOnlineStore.from_url(url)
+        frame = store.get_online_features(spec, [row], now=parse_time(at, "--at") if at else None)
     for column, value in frame.iloc[0].items():
         click.echo(f"{column} = {value}")
 

@@ -149,8 +149,9 @@ def _account_profiles(rng: np.random.Generator, size: SampleSize) -> pa.Table:
 
 
 def write_sample_observations(source_root: str, path: str, rows: int = 2_000, seed: int = 7) -> int:
-    """Labelled observations for the fraud example: a transaction's account and merchant, the time
-    it was scored, and a label. Written as one Parquet file; returns the row count."""
+    """Labelled observations for the fraud example: a transaction's account, merchant and amount
+    (the request field of its request feature), the time it was scored, and a label. Written as one
+    Parquet file; returns the row count."""
     transactions = read_delta(
         open_table(resolve_path(source_root, "transactions")), columns=["account_id", "merchant_id", "amount", "event_time"]
     )
@@ -162,6 +163,7 @@ def write_sample_observations(source_root: str, path: str, rows: int = 2_000, se
     table = pa.table({
         "account_id": picked.column("account_id"),
         "merchant_id": picked.column("merchant_id"),
+        "amount": picked.column("amount"),
         "event_timestamp": picked.column("event_time"),
         "is_fraud": pa.array(fraud),
     })
@@ -172,10 +174,12 @@ def write_sample_observations(source_root: str, path: str, rows: int = 2_000, se
 
 def write_sample_entities(observations: str, path: str, rows: int = 200) -> int:
     """Entities to score in batch inference (`featurestore inference-set --entities`): the first
-    `rows` distinct account and merchant pairs of the observations, as one Parquet file; returns
-    the row count."""
-    pairs = pq.read_table(observations, columns=["account_id", "merchant_id"]).group_by(
-        ["account_id", "merchant_id"], use_threads=False).aggregate([])
+    `rows` distinct account and merchant pairs of the observations, each with the amount of its
+    first transaction among them, as one Parquet file; returns the row count."""
+    grouped = pq.read_table(observations, columns=["account_id", "merchant_id", "amount"]).group_by(
+        ["account_id", "merchant_id"], use_threads=False).aggregate([("amount", "first")])
+    pairs = pa.table({"account_id": grouped["account_id"], "merchant_id": grouped["merchant_id"],
+                      "amount": grouped["amount_first"]})
     table = pairs.sort_by([("account_id", "ascending"), ("merchant_id", "ascending")]).slice(0, rows)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, Definitions, define_asset_job
+from dagster import AssetKey, Definitions, define_asset_job, in_process_executor
 
 from feature_pipelines.orchestration.assets import feature_set_assets, online_key, source_spec
 from feature_pipelines.orchestration.partitions import partitions_def
@@ -34,7 +34,7 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     catalog = catalog if catalog is not None else load_catalog(settings.feature_defs_dir)
     sources = {fs.source.name: fs.source for fs in catalog}
     specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
-    datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir)]
+    datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir, settings.serve_url)]
     assets = [a for fs in catalog for a in feature_set_assets(fs, catalog.file_of(fs), settings.offline_uri)]
     materialize_jobs = {
         fs.key: define_asset_job(materialize_job_name(fs), selection=materialized_assets(fs), partitions_def=partitions_def(fs))
@@ -63,4 +63,9 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
             dead_run_sensor(),
         ],
         resources=build_resources(settings),
+        # A run's steps share its process: one Spark session per run. Dagster's default starts a
+        # process per step, and each would import everything again and start its own Spark JVM,
+        # seconds per step, while a feature set's steps (compute, checks, publish) run one after
+        # another anyway.
+        executor=in_process_executor,
     )

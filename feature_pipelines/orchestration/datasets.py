@@ -6,8 +6,9 @@ run records a materialization with the dataset's path and quality figures (a ver
 
 from typing import Optional
 from pathlib import Path
+from urllib.parse import quote
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
@@ -48,14 +49,27 @@ def dataset_key(spec: RetrievalSpec, kind: str) -> AssetKey:
     return AssetKey(["datasets", spec.name, kind])
 
 
-def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> list[AssetsDefinition]:
-    """The training and inference dataset assets of one retrieval spec."""
+def serving_metadata(spec: RetrievalSpec, serve_url: str) -> dict[str, MetadataValue]:
+    """Where the feature server answers `spec` online, and its API docs: links on the asset's page."""
+    return {
+        "serving_endpoint": MetadataValue.url(f"{serve_url}/features/{quote(spec.name, safe='')}"),
+        "serving_docs": MetadataValue.url(f"{serve_url}/docs"),
+    }
+
+
+def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path, serve_url: str) -> list[AssetsDefinition]:
+    """The training and inference dataset assets of one retrieval spec; both link to where the
+    feature server answers it (`serve_url`, settings' FEATURESTORE_SERVE_URL)."""
     selections = spec.resolve(catalog)
+    request = spec.bind_request_features(catalog, selections)  # checked here: a bad spec stops the code location
     deps = [AssetKey([s.feature_set.key]) for s in selections]
     description = f"Features: {', '.join(str(f) for f in spec.features)}"
+    if request:
+        description += f". Request features: {', '.join(repr(b.feature) for b in request.bound)}"
+    serving = serving_metadata(spec, serve_url)
 
     @asset(key=dataset_key(spec, "training"), deps=deps, group_name=DATASETS_GROUP, kinds={"pandas", "spark"},
-           description=f"Point-in-time correct training set of {spec.name}. {description}")
+           description=f"Point-in-time correct training set of {spec.name}. {description}", metadata=serving)
     def training(
         context: AssetExecutionContext, config: TrainingDatasetConfig, pyspark: LazyPySparkResource,
         offline_store: OfflineStoreResource, sources: SourcesResource,
@@ -74,7 +88,7 @@ def dataset_assets(spec: RetrievalSpec, catalog: Catalog, data_dir: Path) -> lis
         return MaterializeResult(metadata=metadata)
 
     @asset(key=dataset_key(spec, "inference"), deps=deps, group_name=DATASETS_GROUP, kinds={"pandas", "spark"},
-           description=f"Batch-inference features of {spec.name} at one time. {description}")
+           description=f"Batch-inference features of {spec.name} at one time. {description}", metadata=serving)
     def inference(
         context: AssetExecutionContext, config: InferenceDatasetConfig, pyspark: LazyPySparkResource,
         offline_store: OfflineStoreResource, sources: SourcesResource,
@@ -104,12 +118,14 @@ def check_dataset_config(spec: RetrievalSpec, catalog: Catalog, kind: str, confi
     reads their times)."""
     if kind == "training":
         training = TrainingDatasetConfig(**config)
-        open_observations(training.observations, training.timestamp_column,
-                          spec.resolve(catalog, training.full_names))
+        selections = spec.resolve(catalog, training.full_names)
+        open_observations(training.observations, training.timestamp_column, selections,
+                          spec.bind_request_features(catalog, selections))
     else:
         inference = InferenceDatasetConfig(**config)
         parse_time(inference.as_of)
-        open_observations(inference.entities, None, spec.resolve(catalog, inference.full_names))
+        selections = spec.resolve(catalog, inference.full_names)
+        open_observations(inference.entities, None, selections, spec.bind_request_features(catalog, selections))
 
 
 def _feature_store(catalog: Catalog, offline_store: OfflineStoreResource, sources: SourcesResource,

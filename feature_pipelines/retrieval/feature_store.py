@@ -10,6 +10,7 @@ check failed on them).
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +24,12 @@ from feature_pipelines.planning.window_status import describe_quarantined, quara
 from feature_pipelines.planning.windows import describe_keys, windows_between
 from feature_pipelines.retrieval.local_engine import LocalJoin, write_frame
 from feature_pipelines.retrieval.observations import ObservationFiles, open_observations
+from feature_pipelines.retrieval.online_frame import OnlineFrameLayout, column_of, list_column
 from feature_pipelines.retrieval.spans import FeatureSpan, feature_spans, key_range
 from feature_pipelines.settings import Settings
 from feature_pipelines.spec.catalog import Catalog, load_catalog
 from feature_pipelines.spec.feature_set import FeatureSet
+from feature_pipelines.spec.request_features import RequestFeatures
 from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpec
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.lookup import lookup
@@ -65,7 +68,8 @@ class FeatureStore:
         self.local_engine_max_rows = local_engine_max_rows
         self._local = LocalJoin()
         self._spark_join: SparkJoin | None = None  # built when Spark first joins: no JVM before
-        self._resolved: dict[tuple, list[FeatureSelection]] = {}
+        self._resolved: dict[tuple, tuple[list[FeatureSelection], RequestFeatures]] = {}
+        self._online_layouts: dict[tuple, tuple[list[FeatureSelection], OnlineFrameLayout]] = {}
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
@@ -95,16 +99,17 @@ class FeatureStore:
         now: datetime | None = None,
         accept_quarantined: bool = False,
     ) -> pd.DataFrame | str:
-        """The observations with the requested features appended, point-in-time correct.
+        """The observations with the requested features appended, point-in-time correct, then the
+        spec's request-time features (computed from observation columns and those features).
 
         One output row per observation, in the same order, with all observation columns.
         Returns a DataFrame, or the output path when `output` is given (nothing is written
         if any check fails). A window the observations need whose blocking quality checks
         failed (quarantined) is an error, like a missing one, unless `accept_quarantined`.
         """
-        selections = self.resolve(spec, full_names)
+        selections, request = self._resolved_spec(spec, full_names)
         moment = _aware("now", now) if now is not None else datetime.now(timezone.utc)
-        source = open_observations(observations, timestamp_column, selections)
+        source = open_observations(observations, timestamp_column, selections, request)
         join = self._choose_engine(engine, source.rows if isinstance(source, ObservationFiles) else len(source))
         loaded = join.load(source, timestamp_column, selections)
         span = loaded.span
@@ -113,7 +118,10 @@ class FeatureStore:
                 self._check_materialized(selection.feature_set, *span, moment, accept_quarantined)
         features = feature_spans(self.offline, selections, span)
         join = self._choose_engine(engine, loaded.rows, features)
-        return join.output(join.join(loaded, features), output, output_format)
+        joined = join.join(loaded, features)
+        if request:
+            joined = join.with_request_features(joined, request)
+        return join.output(joined, output, output_format)
 
     def get_inference_features(
         self,
@@ -143,23 +151,22 @@ class FeatureStore:
         return result if output is None else write_frame(result, output, output_format)
 
     def resolve(self, spec: SpecLike, full_names: bool | None = None) -> list[FeatureSelection]:
-        """The selections a spec names; cached, since online lookups resolve the same spec per call."""
+        """The selections a spec names (the same list object on every call for a spec)."""
+        return self._resolved_spec(spec, full_names)[0]
+
+    def request_features(self, spec: SpecLike, full_names: bool | None = None) -> RequestFeatures:
+        """The request-time features a spec declares (empty when none), bound to its columns."""
+        return self._resolved_spec(spec, full_names)[1]
+
+    def _resolved_spec(self, spec: SpecLike, full_names: bool | None) -> tuple[list[FeatureSelection], RequestFeatures]:
+        """Selections and request features; cached, since online lookups resolve the same spec per call."""
         cache_key = (spec if isinstance(spec, (RetrievalSpec, str, Path)) else tuple(spec), full_names)
         cached = self._resolved.get(cache_key)
         if cached is None:
-            cached = self._resolved[cache_key] = self._resolve(spec, full_names)
+            retrieval = _retrieval_spec(spec)
+            selections = retrieval.resolve(self.catalog, full_names)
+            cached = self._resolved[cache_key] = (selections, retrieval.bind_request_features(self.catalog, selections))
         return cached
-
-    def _resolve(self, spec: SpecLike, full_names: bool | None) -> list[FeatureSelection]:
-        if isinstance(spec, RetrievalSpec):
-            retrieval = spec
-        elif isinstance(spec, (str, Path)) and (str(spec).endswith((".yaml", ".yml")) or Path(spec).exists()):
-            retrieval = RetrievalSpec.from_yaml(spec)
-        elif isinstance(spec, str):
-            retrieval = RetrievalSpec.of([spec])
-        else:
-            retrieval = RetrievalSpec.of(list(spec))
-        return retrieval.resolve(self.catalog, full_names)
 
     def _check_materialized(self, feature_set: FeatureSet, t_min: datetime, t_max: datetime, now: datetime,
                             accept_quarantined: bool) -> None:
@@ -230,26 +237,63 @@ class FeatureStore:
         full_names: bool | None = None,
         as_frame: bool = True,
     ) -> pd.DataFrame | dict[str, list]:
-        """Latest values from Redis for each entity row, in one round trip.
+        """Latest values from Redis for each entity row, in one round trip, then the spec's
+        request-time features (from the rows' request fields and those values).
 
         A value older than the feature set's temporal_join_lookback at `now` is missing (None).
         """
         if self.online is None:
             raise RetrievalError("no online store configured; set REDIS_URL or pass online=RedisOnlineStore(...).")
-        selections = self.resolve(spec, full_names)
+        selections, request = self._resolved_spec(spec, full_names)
         if isinstance(entity_rows, pd.DataFrame):
-            given = {c: entity_rows[c].tolist() for c in entity_rows.columns}
+            # A frame keeps the entity rows' own columns: then only the keys (and request fields) are needed as lists.
+            keys = {k for s in selections for k in s.feature_set.entity_names} | set(request.fields) if as_frame else None
+            given = {c: entity_rows[c].tolist() for c in entity_rows.columns if keys is None or c in keys}
         else:
             records = list(entity_rows)
             names = list(records[0]) if records else []
             given = {c: [r.get(c) for r in records] for c in names}
         moment = _aware("now", now) if now is not None else datetime.now(timezone.utc)
-        columns: dict[str, list] = dict(given)
-        for found in lookup(self.online, selections, given, moment):  # the feature server's read path too
-            columns.update(found.columns)
+        if request:
+            request.check_columns(entity_rows.columns if isinstance(entity_rows, pd.DataFrame) else given, "entity rows")
+        found = lookup(self.online, selections, given, moment)  # the feature server's read path too
+        # Request features from the rows' fields and the values found, as the feature server computes them.
+        computed = request.apply(ChainMap(*(v.columns for v in reversed(found)), given)) if request else {}
         if not as_frame:
+            columns: dict[str, list] = dict(given)
+            for values in found:
+                columns.update(values.columns)
+            columns.update(computed)
             return columns
-        return pd.DataFrame(columns, index=entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None)
+        if isinstance(entity_rows, pd.DataFrame):
+            passed = {c: column_of(entity_rows[c]) for c in entity_rows.columns}
+            index = entity_rows.index
+        else:
+            passed = {c: list_column(values) for c, values in given.items()}
+            index = pd.RangeIndex(len(records))
+        frame = self._online_layout(list(passed), selections).frame(passed, found, index)
+        for name, values in computed.items():
+            frame[name] = values  # typed as pd.DataFrame(dict) would
+        return frame
+
+    def _online_layout(self, given: list[str], selections: list[FeatureSelection]) -> OnlineFrameLayout:
+        """The frame layout of a resolved spec (`resolve` returns the same list per spec) and entity columns."""
+        cache_key = (id(selections), tuple(given))
+        cached = self._online_layouts.get(cache_key)
+        if cached is None or cached[0] is not selections:
+            cached = self._online_layouts[cache_key] = (selections, OnlineFrameLayout(given, selections))
+        return cached[1]
+
+
+def _retrieval_spec(spec: SpecLike) -> RetrievalSpec:
+    """A spec as given: a RetrievalSpec, a YAML path, one entry or a list of entries."""
+    if isinstance(spec, RetrievalSpec):
+        return spec
+    if isinstance(spec, (str, Path)) and (str(spec).endswith((".yaml", ".yml")) or Path(spec).exists()):
+        return RetrievalSpec.from_yaml(spec)
+    if isinstance(spec, str):
+        return RetrievalSpec.of([spec])
+    return RetrievalSpec.of(list(spec))
 
 
 def _aware(name: str, moment: datetime) -> datetime:

@@ -15,10 +15,12 @@ from deltalake import write_deltalake
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.retrieval.local_join import asof_indices, entity_codes, take_features
 from feature_pipelines.retrieval.observations import FrameObservations, ObservationFiles, load_frame
+from feature_pipelines.retrieval.request_columns import append_request_features
 from feature_pipelines.retrieval.spans import FeatureSpan
 from feature_pipelines.spec.dtypes import arrow_type
 from feature_pipelines.spec.durations import micros
 from feature_pipelines.spec.feature_set import WINDOW_KEY_COLUMN, FeatureSet
+from feature_pipelines.spec.request_features import RequestFeatures
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
 from feature_pipelines.stores.offline.delta_files import read_delta
 from feature_pipelines.stores.offline.delta_store import offline_schema
@@ -56,6 +58,10 @@ class LocalJoin:
             for name, column in zip(selection.columns, take_features(rows, list(selection.features), indices).values()):
                 result[name] = column.to_pandas().to_numpy()
         return result
+
+    def with_request_features(self, result: pd.DataFrame, request: RequestFeatures) -> pd.DataFrame:
+        """The joined result with the request features' columns appended."""
+        return append_request_features(result, request)
 
     def output(self, result: pd.DataFrame, output: str | Path | None, output_format: str) -> pd.DataFrame | str:
         """The result, or the path it was written to when `output` is given."""

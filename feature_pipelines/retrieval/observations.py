@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 
 from feature_pipelines.stores.offline.delta_files import UNSUPPORTED_READER_FEATURES, data_files, read_delta
 from feature_pipelines.errors import RetrievalError
+from feature_pipelines.spec.request_features import NO_REQUEST_FEATURES, RequestFeatures
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
 
 
@@ -71,15 +72,18 @@ def load_observations(observations: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 
 def open_observations(
-    observations: pd.DataFrame | str | Path, timestamp_column: str | None, selections: list[FeatureSelection]
+    observations: pd.DataFrame | str | Path, timestamp_column: str | None, selections: list[FeatureSelection],
+    request: RequestFeatures = NO_REQUEST_FEATURES,
 ) -> pd.DataFrame | ObservationFiles:
     """A frame as given, or stored observations known from their metadata, their columns checked
-    (a frame's columns are checked with its values, when it is loaded). `timestamp_column` None:
-    entity rows for batch inference, which get their one time from the caller."""
+    (a frame's columns are checked with its values, when it is loaded; its request fields now).
+    `timestamp_column` None: entity rows for batch inference, which get their one time from the caller."""
     if isinstance(observations, pd.DataFrame):
+        if request:
+            check_observation_schema(_schema_of(observations), None, selections, request)
         return observations
     stored = open_observation_files(observations)
-    check_observation_schema(stored.schema, timestamp_column, selections)
+    check_observation_schema(stored.schema, timestamp_column, selections, request)
     return stored
 
 
@@ -117,10 +121,12 @@ def load_frame(
 
 
 def check_observation_schema(
-    schema: pa.Schema, timestamp_column: str | None, selections: list[FeatureSelection]
+    schema: pa.Schema, timestamp_column: str | None, selections: list[FeatureSelection],
+    request: RequestFeatures = NO_REQUEST_FEATURES,
 ) -> None:
     """Raise a RetrievalError for columns that make the join ill-defined (`timestamp_column` None:
-    entity rows without times, checked for their keys and names only)."""
+    entity rows without times, checked for their keys and names only), or that the request
+    features cannot read (a frame's values are checked as they are read)."""
     names = schema.names
     if timestamp_column is not None:
         _check_timestamp_column(schema, timestamp_column)
@@ -137,6 +143,23 @@ def check_observation_schema(
                 f"observation column(s) {clash} have the same name as requested features of "
                 f"{selection.feature_set.key}; rename them or request full names (full_names=True)."
             )
+    if request:
+        request.check_columns(names, "observations")
+        for name, dtype in request.fields.items():
+            stored = schema.field(name).type
+            if not pa.types.is_null(stored) and not _holds(stored, dtype):
+                raise RetrievalError(f"observation column {name!r} has type {stored}, but request field {name!r} is "
+                                     f"{dtype}; convert the column.")
+
+
+def _holds(arrow: pa.DataType, dtype: str) -> bool:
+    """Whether a stored column of type `arrow` can hold a request field of type `dtype` (whole
+    numbers in a float column are checked value by value)."""
+    if dtype == "string":
+        return pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
+    if dtype == "bool":
+        return pa.types.is_boolean(arrow)
+    return pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
 
 
 def _check_timestamp_column(schema: pa.Schema, timestamp_column: str) -> None:

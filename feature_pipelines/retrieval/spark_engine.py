@@ -10,18 +10,25 @@ This module imports pyspark: import it only when the Spark engine runs.
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from pyspark import cloudpickle
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from feature_pipelines.compute.spark_session import spark_session
+from feature_pipelines.errors import FeatureStoreError, RequestFeatureError, RetrievalError
 from feature_pipelines.retrieval.local_engine import write_frame
+from feature_pipelines.retrieval.request_columns import append_request_features
 from feature_pipelines.retrieval.observations import (
     FrameObservations,
     ObservationFiles,
@@ -33,6 +40,7 @@ from feature_pipelines.retrieval.spark_join import ROW_ID, T_CEIL, T_FLOOR, Spar
 from feature_pipelines.retrieval.spark_observations import from_files, from_pandas, write_output
 from feature_pipelines.spec.dtypes import spark_type
 from feature_pipelines.spec.feature_set import WINDOW_KEY_COLUMN
+from feature_pipelines.spec.request_features import RequestFeatures
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
 from feature_pipelines.stores.offline.delta_files import data_files
 from feature_pipelines.stores.online.codec import micros_to_datetime
@@ -40,7 +48,6 @@ from feature_pipelines.stores.online.codec import micros_to_datetime
 # Up to this many observations, the Spark engine broadcasts their matches (at most one per
 # observation and feature set) instead of shuffling the wide feature rows.
 BROADCAST_MAX_ROWS = 5_000_000
-
 
 @dataclass(frozen=True)
 class SparkObservations:
@@ -111,6 +118,23 @@ class SparkJoin:
         out.index = frame.index
         return out
 
+    def with_request_features(
+        self, result: pd.DataFrame | SparkResult, request: RequestFeatures
+    ) -> pd.DataFrame | SparkResult:
+        """The joined result with the request features' columns appended: here for a frame, by the
+        executors for stored observations (each batch through the same `append_request_features`)."""
+        if isinstance(result, pd.DataFrame):
+            return append_request_features(result, request)
+        # The functions are in feature_defs/, which the executors need not have: ship them by value.
+        for bound in request.bound:
+            module = sys.modules.get(bound.feature.function.__module__)
+            if module is not None and module.__name__ != "__main__":
+                cloudpickle.register_pickle_by_value(module)
+        joined = result.joined
+        schema = T.StructType([*joined.schema.fields,
+                               *(T.StructField(n, spark_type(d), True) for n, d in request.outputs.items())])
+        return SparkResult(joined.mapInPandas(partial(_append_to_batches, request=request), schema), result.observations)
+
     def output(
         self, result: pd.DataFrame | SparkResult, output: str | Path | None, output_format: str
     ) -> pd.DataFrame | str:
@@ -118,11 +142,17 @@ class SparkJoin:
         executors for stored observations)."""
         if isinstance(result, pd.DataFrame):
             return result if output is None else write_frame(result, output, output_format)
-        if output is None:
-            observations = result.observations
-            columns = observations.frame.drop(ROW_ID, T_FLOOR, T_CEIL).columns
-            return _to_pandas(result.joined, columns, observations.stored.schema)
-        return write_output(result.joined, str(output), output_format)
+        try:
+            if output is None:
+                observations = result.observations
+                columns = observations.frame.drop(ROW_ID, T_FLOOR, T_CEIL).columns
+                return _to_pandas(result.joined, columns, observations.stored.schema)
+            return write_output(result.joined, str(output), output_format)
+        except Exception as exc:
+            failed = _request_feature_failure(exc)
+            if failed is None:
+                raise
+            raise failed from exc
 
     def asof_join(self, observations: DataFrame, features: list[FeatureSpan], *, broadcast_matches: bool) -> DataFrame:
         """The as-of join as a Spark DataFrame; `observations` carries ROW_ID, T_FLOOR and T_CEIL
@@ -151,6 +181,23 @@ class SparkJoin:
         # in different run folders (`run-<id>/window_key=.../`), which discovery takes for
         # conflicting table roots.
         return self.spark.read.option("recursiveFileLookup", "true").parquet(*files).select(*columns)
+
+
+def _append_to_batches(batches: Iterator[pd.DataFrame], request: RequestFeatures) -> Iterator[pd.DataFrame]:
+    """mapInPandas: each batch of the joined rows with the request features appended (on an executor)."""
+    for batch in batches:
+        yield append_request_features(batch, request)
+
+
+_EXECUTOR_FAILURE = re.compile(r"\b(RequestFeatureError|RequestFieldError): (.+)")
+
+
+def _request_feature_failure(exc: Exception) -> FeatureStoreError | None:
+    """A request feature's error raised on an executor, which reaches the driver as Spark's text."""
+    match = _EXECUTOR_FAILURE.search(str(exc))
+    if match is None:
+        return None
+    return (RequestFeatureError if match.group(1) == "RequestFeatureError" else RetrievalError)(match.group(2))
 
 
 def _spark_schema(feature: FeatureSpan) -> T.StructType:

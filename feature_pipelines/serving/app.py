@@ -12,13 +12,14 @@ next request after it is back is served again (the client reconnects).
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
-import uuid
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import wraps
+from random import getrandbits
 from time import perf_counter
 from typing import Any
 
@@ -33,9 +34,15 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from feature_pipelines.clock import utc_now
-from feature_pipelines.errors import FeatureStoreError, OnlineStoreError, inline
+from feature_pipelines.errors import (
+    FeatureStoreError,
+    OnlineStoreError,
+    RequestFeatureError,
+    RequestFieldError,
+    inline,
+)
 from feature_pipelines.serving.config import ServeConfig
-from feature_pipelines.serving.logs import ACCESS_LOGGER, SERVER_LOGGER
+from feature_pipelines.serving.logs import SERVER_LOGGER, AccessLog
 from feature_pipelines.serving.metrics import Metrics
 from feature_pipelines.serving.openapi import DOCS_PAGE, openapi_document
 from feature_pipelines.serving.requests import (
@@ -43,6 +50,7 @@ from feature_pipelines.serving.requests import (
     check_fields,
     entity_columns,
     feature_refs,
+    field_error,
     flag,
     instant,
     parse_json,
@@ -50,11 +58,10 @@ from feature_pipelines.serving.requests import (
 from feature_pipelines.serving.responses import body, dump, error_body, feature_rows
 from feature_pipelines.serving.specs import Served, ServedCatalog
 from feature_pipelines.serving.tokens import Token, TokenTable, load_tokens
-from feature_pipelines.stores.online.lookup import lookup
+from feature_pipelines.stores.online.lookup import SetValues, lookup
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
 log = logging.getLogger(SERVER_LOGGER)
-access = logging.getLogger(ACCESS_LOGGER)
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ENDPOINTS = {"/health", "/ready", "/metrics", "/features", "/openapi.json", "/docs"}
@@ -123,12 +130,15 @@ class FeatureServer:
         return await self._answer(request, served, data)
 
     async def _answer(self, request: Request, served: Served, data: dict[str, Any]) -> Response:
-        entities = entity_columns(data["entities"], served.keys, self.config.max_entities)
+        entities = entity_columns(data["entities"], served.keys, self.config.max_entities, served.fields)
         at = instant(data.get("at")) or utc_now()
         count = len(next(iter(entities.values()), ()))
         request.state.entities = count
         try:
-            found = await run_in_threadpool(lookup, self.online, served.selections, entities, at)
+            # On the event loop, not in a thread: the hop to a thread and back cost more than the
+            # Redis round trip itself (BENCHMARKS.md, Feature server). The price: while Redis
+            # hangs, this worker answers nothing else (up to its timeout, redis_timeout_s).
+            found = lookup(self.online, served.selections, entities, at)
         except OnlineStoreError as exc:
             self.metrics.redis_errors += 1
             raise RequestError(503, str(exc)) from exc
@@ -137,8 +147,24 @@ class FeatureServer:
             key = values.selection.feature_set.key
             for status, times in Counter(values.statuses()).items():
                 self.metrics.statuses[(key, status)] += times
-        rows = feature_rows(served.keys, entities, found)
+        computed = self._request_features(request, served, entities, found)
+        rows = feature_rows((*served.keys, *served.fields), entities, found, computed)
         return Response(body(request.state.request_id, served.name, at, served.columns, rows), media_type=JSON)
+
+    def _request_features(self, request: Request, served: Served, entities: dict[str, list],
+                          found: list[SetValues]) -> dict[str, list]:
+        """The spec's request features, by `RequestFeatures.apply` as get_online_features computes
+        them. A function that fails is a bug in its definition: the one 500 the server answers on purpose."""
+        if not served.request:
+            return {}
+        try:
+            return served.request.apply(ChainMap(*(values.columns for values in reversed(found)), entities))
+        except RequestFieldError as exc:
+            raise field_error(exc) from exc
+        except RequestFeatureError as exc:
+            self.metrics.request_feature_errors += 1
+            log.error(str(exc), extra={"request_id": request.state.request_id})
+            raise RequestError(500, str(exc), "request_features") from exc
 
     # --- operations -------------------------------------------------------------------------
 
@@ -223,9 +249,10 @@ class Observed:
     """ASGI middleware: a request id on every request and response (`X-Request-ID`, the client's
     own when it sends a sane one), metrics, and one JSON access log line per request."""
 
-    def __init__(self, app: Any, metrics: Metrics):
+    def __init__(self, app: Any, metrics: Metrics, access: AccessLog):
         self.app = app
         self.metrics = metrics
+        self.access = access
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -233,7 +260,8 @@ class Observed:
             return
         start = perf_counter()
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # 128 random bits from the process's generator: unique like a uuid4, without its getrandom syscall.
+        request_id = given if _REQUEST_ID.match(given) else f"{getrandbits(128):032x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -256,7 +284,7 @@ class Observed:
                 else "other"
             self.metrics.observe(endpoint, status, elapsed)
             client = scope.get("client")
-            access.info("%s %s %d", scope["method"], path, status, extra={
+            self.access.write(f"{scope['method']} {path} {status}", {
                 "request_id": request_id, "method": scope["method"], "path": path, "status": status,
                 "duration_ms": round(elapsed * 1000, 3), "client": client[0] if client else None,
                 "token": state.get("token"), "entities": state.get("entities")})
@@ -268,6 +296,7 @@ def create_app(config: ServeConfig, served: ServedCatalog | None = None, tokens:
     tokens = tokens if tokens is not None else load_tokens(config.tokens_file, config.tokens)
     online = RedisOnlineStore.from_url(config.redis_url, socket_timeout=config.redis_timeout_s, retries=1)
     server = FeatureServer(config, served, tokens, online)
+    access = AccessLog()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -279,10 +308,14 @@ def create_app(config: ServeConfig, served: ServedCatalog | None = None, tokens:
         log.info(f"serving {len(served.specs)} retrieval spec(s) and {len(served.catalog)} feature set(s) from "
                  f"Redis {online.shown_url} ({reached})",
                  extra={"retrieval_specs": sorted(served.specs), "tokens": len(tokens)})
+        # What is loaded by now (modules, definitions) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it (13 ms each, a request's p99).
+        gc.freeze()
         yield
+        access.flush()  # the lines of the requests drained on SIGTERM
         online.client.close()
 
-    middleware = [Middleware(Observed, metrics=server.metrics)]
+    middleware = [Middleware(Observed, metrics=server.metrics, access=access)]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type",

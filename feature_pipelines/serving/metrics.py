@@ -31,6 +31,7 @@ class Metrics:
         self.statuses: Counter[tuple[str, str]] = Counter()  # (feature set, present/not_found/expired)
         self.entities = 0
         self.redis_errors = 0
+        self.request_feature_errors = 0
         self.in_flight = 0
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
@@ -60,6 +61,8 @@ class Metrics:
             ("entities_total", "counter", "Entities looked up.", self.entities),
             ("redis_errors_total", "counter", "Requests that failed because Redis could not be read.",
              self.redis_errors),
+            ("request_feature_errors_total", "counter", "Requests that failed because a request feature's function "
+             "raised or returned the wrong type.", self.request_feature_errors),
             ("requests_in_flight", "gauge", "Requests being answered now.", self.in_flight),
         ):
             lines += [*_family(name, kind, help_text), _sample(name, value)]

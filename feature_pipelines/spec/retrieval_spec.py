@@ -9,6 +9,8 @@ file such as:
       - transactions:1:amount_sum_7d
       - transactions:1:txn_count_7d
       - accounts:1:*           # every feature of accounts v1 (also written `accounts:1`)
+    request_features:          # optional: request-time features (spec/request_features.py)
+      - amount_to_mean_30d
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 from feature_pipelines.spec.catalog import Catalog
 from feature_pipelines.errors import FeatureStoreError, RetrievalError
 from feature_pipelines.spec.feature_set import FeatureSet
+from feature_pipelines.spec.request_features import RequestFeatures, bind_request_features
 
 _ENTRY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\d+)\s*(?::\s*(\*|[A-Za-z_][A-Za-z0-9_]*)\s*)?$")
 
@@ -64,15 +67,21 @@ class RetrievalSpec:
     name: str
     features: tuple[FeatureRef, ...]
     full_names: bool = False
+    request_features: tuple[str, ...] = ()  # names of request-time features, computed after the fetched ones
     # The YAML file it was read from, if any: errors name it, since that is what to edit.
     file: Path | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, entries: Iterable[str], name: str = "adhoc", full_names: bool = False) -> "RetrievalSpec":
+    def of(cls, entries: Iterable[str], name: str = "adhoc", full_names: bool = False,
+           request_features: Iterable[str] = ()) -> "RetrievalSpec":
         refs = tuple(FeatureRef.parse(e) for e in entries)
         if not refs:
             raise RetrievalError(f"retrieval spec {name!r} lists no features; add entries like 'transactions:1:amount_sum_7d'.")
-        return cls(name, refs, full_names)
+        names = tuple(request_features)
+        if not all(isinstance(n, str) and n.isidentifier() for n in names):
+            raise RetrievalError(f"retrieval spec {name!r}: request_features must list the names of request features, "
+                                 f"like [amount_to_mean_30d], not {list(names)}.")
+        return cls(name, refs, full_names, names)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RetrievalSpec":
@@ -85,11 +94,17 @@ class RetrievalSpec:
             raise RetrievalError(f"retrieval spec {file} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("features"), list):
             raise RetrievalError(f"retrieval spec {file}: expected a mapping with a 'features:' list.")
-        unknown = set(data) - {"name", "features", "full_names", "description"}
+        unknown = set(data) - {"name", "features", "full_names", "request_features", "description"}
         if unknown:
-            raise RetrievalError(f"retrieval spec {file}: unknown keys {sorted(unknown)}; use name, features, full_names.")
+            raise RetrievalError(f"retrieval spec {file}: unknown keys {sorted(unknown)}; use name, features, full_names, "
+                                 "request_features.")
+        request_features = data.get("request_features") or []
+        if not isinstance(request_features, list):
+            raise RetrievalError(f"retrieval spec {file}: request_features must be a list of names, like "
+                                 "[amount_to_mean_30d].")
         try:
-            spec = cls.of(data["features"], name=str(data.get("name", file.stem)), full_names=bool(data.get("full_names", False)))
+            spec = cls.of(data["features"], name=str(data.get("name", file.stem)), full_names=bool(data.get("full_names", False)),
+                          request_features=request_features)
         except FeatureStoreError as exc:
             raise RetrievalError(f"retrieval spec {file}: {exc}") from exc
         return replace(spec, file=file)
@@ -136,6 +151,11 @@ class RetrievalSpec:
                 owners[column] = feature_set.key
             selections.append(FeatureSelection(feature_set, tuple(names), columns))
         return selections
+
+    def bind_request_features(self, catalog: Catalog, selections: list[FeatureSelection]) -> RequestFeatures:
+        """The spec's request-time features over its resolved `selections` (empty when it lists none);
+        errors name the spec file and the fix."""
+        return bind_request_features(self._where, self.request_features, catalog, selections)
 
 
 def load_retrieval_specs(folder: Path) -> list[RetrievalSpec]:

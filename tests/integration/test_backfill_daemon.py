@@ -2,41 +2,74 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.dagster_run import RunsFilter
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from feature_pipelines.orchestration.assets import RANGE_END_TAG, RANGE_START_TAG
 from feature_pipelines.spec.catalog import load_catalog
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.settings import Settings
-from tests.helpers import BIN, PROJECT_DIR, dagster_env, offline_frame, running_daemon, write_source
+from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from tests.helpers import BIN, PROJECT_DIR, dagster_env, offline_frame, running_daemon
 
 pytestmark = pytest.mark.integration
 ACCOUNTS = load_catalog(PROJECT_DIR / "feature_defs").get("accounts")
 
 
-def _daemon_settings(settings: Settings) -> Settings:
-    # Redis database 3: other tests flush database 0.
-    return replace(settings, redis_url=settings.redis_url.rsplit("/", 1)[0] + "/3")
+# Account rows that break the keys rule (the same account twice at one instant) on two days no
+# other test here touches: their windows pass the pre-flight schema check, start, and fail inside.
+BAD_DAYS = ("2024-01-20", "2024-01-21")
 
 
-@pytest.fixture()
-def daemon_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A temporary instance with a dagster-daemon running against it on this machine; DAGSTER_HOME
-    points at it in this process too while the test runs (running_daemon sets and restores it)."""
-    env = dagster_env(_daemon_settings(settings), tmp_path / "home")
-    with running_daemon(env, tmp_path / "daemon.log"):
+def _with_bad_days(sample_sources: str, root: Path) -> str:
+    """A source root holding the sample's tables, with duplicate-key accounts rows on BAD_DAYS."""
+    root.mkdir(parents=True)
+    for table in Path(sample_sources).iterdir():
+        if table.name == "accounts":
+            shutil.copytree(table, root / table.name)
+        else:
+            (root / table.name).symlink_to(table, target_is_directory=True)
+    rows = pa.table(DeltaTable(str(root / "accounts")).to_pyarrow_dataset().to_table())
+    row = rows.slice(0, 1).to_pandas().assign(account_id="a_duplicated")
+    times = pd.to_datetime([f"{day} 08:00" for day in BAD_DAYS for _ in range(2)], utc=True)
+    bad = pd.concat([row.assign(updated_at=t) for t in times], ignore_index=True)
+    write_deltalake(str(root / "accounts"), pa.Table.from_pandas(bad, schema=rows.schema, preserve_index=False),
+                    mode="append")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def daemon_env(tmp_path_factory: pytest.TempPathFactory, sample_sources: str,
+               redis_server: LocalRedisServer) -> Iterator[dict[str, str]]:
+    """One dagster-daemon for this module's backfills, on a temporary instance of its own, its
+    own offline store and Redis database 3 (other tests flush database 0); DAGSTER_HOME points
+    at it in this process too while it runs (running_daemon sets and restores it)."""
+    folder = tmp_path_factory.mktemp("daemon")
+    settings = Settings(feature_defs_dir=PROJECT_DIR / "feature_defs", data_dir=folder / "data",
+                        source_root=_with_bad_days(sample_sources, folder / "sources"),
+                        offline_uri=str(folder / "offline"), redis_url=redis_server.url.rsplit("/", 1)[0] + "/3",
+                        spark_master="local[2]")
+    env = dagster_env(settings, folder / "home")
+    with running_daemon(env, folder / "daemon.log"):
         yield env
+
+
+@pytest.fixture(autouse=True)
+def _instance_of_the_daemon(daemon_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests here read the daemon's instance (the conftest's autouse fixture restores DAGSTER_HOME
+    after each test)."""
+    monkeypatch.setenv("DAGSTER_HOME", daemon_env["DAGSTER_HOME"])
 
 
 def featurestore(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -136,9 +169,9 @@ def test_overlapping_backfills_both_complete_without_lost_or_duplicated_rows(dae
                    if a_start < b_end and b_start < a_end]
     assert not overlapping, f"steps of the two runs wrote at the same time: {overlapping} ({first}, {second})"
     # Each window holds the accounts source rows of that day (a passthrough), once.
-    rows = offline_frame(DeltaOfflineStore(env["FEATURESTORE_OFFLINE_URI"]), ACCOUNTS)
-    source = DeltaTable(f"{env['FEATURESTORE_SOURCE_ROOT']}/accounts").to_pandas()
     days = ["2024-01-05", "2024-01-06", "2024-01-07", "2024-01-08"]
+    rows = offline_frame(DeltaOfflineStore(env["FEATURESTORE_OFFLINE_URI"]), ACCOUNTS, days)
+    source = DeltaTable(f"{env['FEATURESTORE_SOURCE_ROOT']}/accounts").to_pandas()
     expected = source[(source.updated_at >= pd.Timestamp(days[0], tz="UTC"))
                       & (source.updated_at < pd.Timestamp("2024-01-09", tz="UTC"))]
     expected = expected.rename(columns={"updated_at": "ts"}).assign(window_key=expected.updated_at.dt.strftime("%Y-%m-%d"))
@@ -163,8 +196,8 @@ def pooled_step_intervals(instance: DagsterInstance, run_id: str) -> dict[str, t
     return intervals
 
 
-def test_backfill_of_windows_without_source_data_is_refused(settings: Settings, tmp_path: Path) -> None:
-    env = dagster_env(settings, tmp_path / "home")
+def test_backfill_of_windows_without_source_data_is_refused(daemon_env: dict[str, str]) -> None:
+    env = daemon_env
     late = featurestore(env, "backfill", "accounts", "--start", "2030-01-01", "--end", "2030-01-02")
     assert late.returncode == 1
     assert "have not closed yet" in late.stderr or "no source data yet" in late.stderr
@@ -174,17 +207,10 @@ def test_backfill_of_windows_without_source_data_is_refused(settings: Settings, 
     assert bad.returncode == 1 and "before its start" in bad.stderr
 
 
-def test_waiting_backfill_exits_non_zero_when_a_window_fails(settings: Settings, tmp_path: Path) -> None:
-    # A source that passes the pre-flight schema check but whose rows repeat a key: the runs start
-    # and fail inside (the keys rule), which is what --wait must report.
-    sources = tmp_path / "sources"
-    row = {"account_id": "a1", "credit_limit": 1.0, "segment": "s", "country": "DE", "is_premium": False}
-    times = pd.to_datetime(["2024-01-02 08:00", "2024-01-02 08:00", "2024-01-03 08:00", "2024-01-03 08:00"], utc=True)
-    write_source(str(sources), "accounts", pd.DataFrame([{**row, "updated_at": t} for t in times]))
-    env = dagster_env(replace(_daemon_settings(settings), source_root=str(sources)), tmp_path / "home")
-    with running_daemon(env, tmp_path / "daemon.log"):
-        result = featurestore(env, "backfill", "accounts", "--start", "2024-01-02", "--end", "2024-01-03",
-                              "--wait", "--timeout", "420")
+def test_waiting_backfill_exits_non_zero_when_a_window_fails(daemon_env: dict[str, str]) -> None:
+    # The runs start and fail inside (the keys rule), which is what --wait must report.
+    result = featurestore(daemon_env, "backfill", "accounts", "--start", BAD_DAYS[0], "--end", BAD_DAYS[1],
+                          "--wait", "--timeout", "420")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0/2 window(s) materialized, 2 failed" in result.stdout
     assert "ended COMPLETED_FAILED with 2 failed window(s)" in result.stderr

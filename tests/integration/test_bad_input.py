@@ -152,6 +152,9 @@ def bad_cli(tmp_path_factory: pytest.TempPathFactory, sample_sources: str, redis
     pd.DataFrame({"account_id": ["a000001"], "event_timestamp": pd.to_datetime(["2024-01-20"], utc=True),
                   "label": [1]}).to_parquet(root / "observations.parquet")
     pd.DataFrame({"account_id": ["a000001"]}).to_parquet(root / "entities.parquet")
+    # ... and with both keys, but without the amount its request feature reads.
+    pd.DataFrame({"account_id": ["a000001"], "merchant_id": ["m00001"], "event_timestamp": pd.to_datetime(
+        ["2024-01-20"], utc=True)}).to_parquet(root / "no_amount.parquet")
     (root / "late_defs").mkdir()
     (root / "late_defs" / "late.py").write_text(LATE_DEFS)
     return cli
@@ -168,6 +171,8 @@ LACKING = {"FEATURESTORE_SOURCE_ROOT": "{root}/lacking"}
 MISSING_AMOUNT = "source 'transactions' ({root}/lacking/transactions): column 'amount' is missing; the table has"
 NO_MERCHANT = ("observations lack entity key column(s) ['merchant_id'] of feature set merchants_v1; "
                "observation columns are ['account_id'")
+NO_AMOUNT = ("observations lack request field(s) ['amount'] that request feature(s) ['amount_to_mean_30d'] read; add "
+             "them: amount (float64).")
 
 
 @pytest.mark.integration
@@ -186,13 +191,14 @@ NO_MERCHANT = ("observations lack entity key column(s) ['merchant_id'] of featur
     (["training-set", "fraud_model", "--observations", "{root}/observations.parquet"], {}, NO_MERCHANT),
     (["inference-set", "fraud_model", "--entities", "{root}/entities.parquet", "--as-of", "2024-01-20T00:00:00+00:00"],
      {}, NO_MERCHANT),
+    (["training-set", "fraud_model", "--observations", "{root}/no_amount.parquet"], {}, NO_AMOUNT),
     (["inference-set", "fraud_model", "--entities", "{root}/entities.parquet", "--as-of", "2024-01-20T00:00:00"], {},
      "--as-of '2024-01-20T00:00:00' has no time zone; add one, e.g. 2024-02-01T00:00:00+00:00"),
     (["list"], {"FEATURE_DEFS_DIR": "{root}/late_defs"},
      "{root}/late_defs/late.py: feature set 'late': temporal_join_lookback 1d is shorter than source_delay 2d"),
 ], ids=["bad date", "end before start", "unknown set", "backfill end before start", "status bad date",
         "unknown version", "source lacks a column", "backfill source lacks a column", "observations lack a key",
-        "entities lack a key", "naive as-of", "lookback shorter than delay"])
+        "entities lack a key", "observations lack a request field", "naive as-of", "lookback shorter than delay"])
 def test_bad_cli_input(bad_cli: BadCli, args: list[str], env: dict[str, str], message: str) -> None:
     """Every error a user causes: one line `error: ...` ending in one period, exit 1, no
     traceback, and nothing recorded: no run, no backfill (the checks come before the run)."""

@@ -22,14 +22,17 @@ import pyarrow as pa
 import pytest
 import redis
 from deltalake import DeltaTable
-from dagster import DagsterEventType, DagsterInstance, instance_for_test
+from click.testing import CliRunner
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instance_for_test
 
 from feature_pipelines.spec.catalog import Catalog, load_catalog
 from feature_pipelines.spec.feature_set import FeatureSet
 from feature_pipelines.orchestration.code_location import build_definitions
+from feature_pipelines.cli.commands import main as featurestore
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.faults import OFFLINE_AFTER_COMMIT, OFFLINE_MID_WRITE, ONLINE_BEFORE_PUBLISH, ONLINE_MID_PUBLISH
 from feature_pipelines.planning.window_status import status_windows, window_statuses
+from feature_pipelines.planning.windows import windows_between
 from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
@@ -72,18 +75,17 @@ def world(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, o
                      RedisOnlineStore(redis.Redis.from_url(own_redis.url), own_redis.url))
 
 
-def clean_reference(spark, settings: Settings, tmp_path: Path, first: str, last: str) -> DeltaOfflineStore:
-    """The same windows materialized without faults, in their own offline root and instance."""
-    reference = replace(settings, offline_uri=str(tmp_path / "reference"))
-    catalog = load_catalog(reference.feature_defs_dir)
-    with DagsterInstance.ephemeral() as instance:
-        materialize_range(build_definitions(reference, catalog), instance, catalog.get("transactions"), first, last)
-    return DeltaOfflineStore(reference.offline_uri)
+def clean_rows(materialized_store: FeatureStore, feature_set: FeatureSet, first: str, last: str) -> pd.DataFrame:
+    """The rows of windows `first`..`last` as a clean run computes them: the session's store,
+    materialized from the same sample sources without faults (a window's rows depend only on the
+    source, never on which other windows a run covers: tests/integration/test_materialize.py)."""
+    keys = [w.key for w in windows_between(feature_set, first, last)]
+    return offline_frame(materialized_store.offline, feature_set, keys)
 
 
-def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) -> None:
+def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) -> int:
     """Run `featurestore materialize ...` until it reaches `fault`, then SIGKILL it with its
-    Spark JVM (the whole process group), as a crashed machine would."""
+    Spark JVM (the whole process group), as a crashed machine would; its pid."""
     env = {**env, "FEATURESTORE_FAULT": fault, "FEATURESTORE_FAULT_MARKER": str(marker)}
     process = subprocess.Popen([sys.executable, "-m", "feature_pipelines.cli.commands", "materialize", *args], env=env,
                                cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -97,6 +99,7 @@ def killed_cli_run(env: dict[str, str], fault: str, marker: Path, *args: str) ->
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
+    return process.pid
 
 
 def reap_the_killed_run(instance: DagsterInstance) -> None:
@@ -139,7 +142,7 @@ def assert_online_holds_the_latest_offline_rows(online: RedisOnlineStore, offlin
 
 
 def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_matches_a_clean_run(
-        spark, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        spark, materialized_store: FeatureStore, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = dagster_env(settings, tmp_path / "home")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     catalog = load_catalog(settings.feature_defs_dir)
@@ -152,7 +155,8 @@ def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_
 
     # Rewrites 01-03..04 and adds 01-05..06; killed once the executors have written the files
     # into the table's folder, before the driver commits them.
-    killed_cli_run(env, OFFLINE_MID_WRITE, tmp_path / "fault", "transactions", "--start", "2024-01-03", "--end", "2024-01-06")
+    args = ("materialize", "transactions", "--start", "2024-01-03", "--end", "2024-01-06")
+    killed = killed_cli_run(env, OFFLINE_MID_WRITE, tmp_path / "fault", *args[1:])
     assert offline.open(transactions).delta.version() == version
     referenced = {p.split("/")[0] for p in
                   pa.table(offline.open(transactions).delta.get_add_actions(flatten=True)).column("path").to_pylist()}
@@ -161,16 +165,28 @@ def test_sigkill_before_the_delta_commit_keeps_the_previous_version_and_a_retry_
     pd.testing.assert_frame_equal(offline_frame(offline, transactions), before)
     assert offline.materialized_windows(transactions) == log
 
-    with DagsterInstance.get() as instance:  # the retry
-        reap_the_killed_run(instance)
-        materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-03", "2024-01-06")
-    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-06")
-    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    with DagsterInstance.get() as instance:
+        dead = next(r for r in instance.get_runs() if r.status == DagsterRunStatus.STARTED)  # what the kill left
+
+    # The retry: the same command again, with no manual step. It finds the killed run (its process
+    # gone), fails it, frees its writer slot and completes.
+    retry = CliRunner().invoke(featurestore, list(args), env=env)
+    assert retry.exit_code == 0, retry.output
+    assert (f"note: run {dead.run_id} (materialize_transactions_v1) was killed (its process {killed} on this "
+            "machine, gone): marked it failed and freed its writer slots.") in retry.output
+    with DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(dead.run_id, of_type=DagsterEventType.RUN_FAILURE)
+        assert failure.dagster_event.message.startswith(f"The run was killed: its process {killed} on this machine")
+        assert [r.status for r in instance.get_runs()] == [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE,
+                                                           DagsterRunStatus.SUCCESS]
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions),
+                                  clean_rows(materialized_store, transactions, "2024-01-01", "2024-01-06"))
     assert sorted(offline.materialized_windows(transactions)) == [f"2024-01-0{d}" for d in range(1, 7)]
 
 
 def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_data_in_agreement(
-        spark, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
+        spark, materialized_store: FeatureStore, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
     settings, env, catalog, transactions, offline, online = world
     defs = build_definitions(settings, catalog)
     with DagsterInstance.get() as instance:
@@ -208,13 +224,13 @@ def test_sigkill_between_the_delta_commit_and_the_window_log_keeps_status_and_da
 
     days = [f"2024-01-0{d}" for d in range(1, 6)]
     assert offline.publishable_windows(transactions) == days
-    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-05")
-    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions),
+                                  clean_rows(materialized_store, transactions, "2024-01-01", "2024-01-05"))
     assert_online_holds_the_latest_offline_rows(online, offline, transactions)
 
 
 def test_killed_between_offline_commit_and_online_publish_is_repaired_by_the_next_run(
-        spark, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
+        spark, materialized_store: FeatureStore, world: KillWorld, tmp_path: Path, own_redis: RedisProcess) -> None:
     settings, env, catalog, transactions, offline, online = world
 
     killed_cli_run(env, ONLINE_BEFORE_PUBLISH, tmp_path / "fault", "transactions", "--start", "2024-01-01", "--end", "2024-01-03")
@@ -226,8 +242,8 @@ def test_killed_between_offline_commit_and_online_publish_is_repaired_by_the_nex
         outcome = materialize_range(build_definitions(settings, catalog), instance, transactions, "2024-01-04", "2024-01-04")
     assert outcome.online["repaired_windows"] == "2024-01-01, 2024-01-02, 2024-01-03"
 
-    reference = clean_reference(spark, settings, tmp_path, "2024-01-01", "2024-01-04")
-    pd.testing.assert_frame_equal(offline_frame(offline, transactions), offline_frame(reference, transactions))
+    pd.testing.assert_frame_equal(offline_frame(offline, transactions),
+                                  clean_rows(materialized_store, transactions, "2024-01-01", "2024-01-04"))
     assert_online_holds_the_latest_offline_rows(online, offline, transactions)
 
 

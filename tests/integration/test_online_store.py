@@ -6,16 +6,21 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
 
 from feature_pipelines import FeatureSet
 from feature_pipelines.errors import OnlineStoreError
+from feature_pipelines.retrieval.feature_store import FeatureStore
+from feature_pipelines.spec.catalog import Catalog, CatalogEntry
+from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.local_redis import LocalRedisServer
+from feature_pipelines.stores.online.lookup import lookup
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from tests.factories import feature_set, source
 
@@ -73,6 +78,50 @@ def test_interleaved_publishes_keep_the_newest(online_store: RedisOnlineStore) -
     online_store.publish(fs, [batch(rows[i : i + 300]) for i in range(0, len(rows), 300)])
     stored = online_store.read(fs, [[k] for k in sorted(newest)])
     assert [(s.ts, s.features["v"]) for s in stored] == [newest[k] for k in sorted(newest)]
+
+
+EVERY = feature_set("every", keys={"k": "string"}, temporal_join_lookback="1d",
+                    features={"f": "float64", "n": "int64", "b": "bool", "s": "string", "t": "timestamp", "d": "date"})
+
+
+def test_online_features_are_the_published_values_with_expiry(online_store: RedisOnlineStore, tmp_path: Path) -> None:
+    """`get_online_features` through Redis, as lists and as a DataFrame, against the published
+    rows: nulls (NaN too), signs, extreme ints, booleans, empty strings, times, an entity with
+    nothing stored, and values aged exactly the lookback (present) and one microsecond more (expired)."""
+    now = T0 + timedelta(days=3)
+    day = date(2024, 1, 2)
+    published = {  # entity -> ts, f, n, b, s, t, d
+        "fresh": (now - timedelta(hours=1), 1.5, 2**62 + 1, True, "x", T0, day),
+        "nulls": (now, float("nan"), None, None, None, None, None),
+        "at-lookback": (now - timedelta(days=1), -0.0, -3, False, "", T0 + timedelta(microseconds=1), day),
+        "expired": (now - timedelta(days=1, microseconds=1), 2.0, 1, True, "old", T0, day),
+    }
+    names = ["k", "ts", "f", "n", "b", "s", "t", "d"]
+    types = [pa.string(), pa.timestamp("us", tz="UTC"), pa.float64(), pa.int64(), pa.bool_(), pa.string(),
+             pa.timestamp("us", tz="UTC"), pa.date32()]
+    columns = list(zip(*[(k, *v) for k, v in published.items()]))
+    online_store.publish(EVERY, [pa.RecordBatch.from_arrays([pa.array(c, t) for c, t in zip(columns, types)], names)])
+    api = FeatureStore(Catalog([CatalogEntry(EVERY, tmp_path)]), DeltaOfflineStore(str(tmp_path / "offline")), online_store)
+    entities = ["expired", "fresh", "nobody", "nulls", "at-lookback"]
+
+    got = api.get_online_features(["every:1:*"], [{"k": e} for e in entities], now=now, as_frame=False)
+    shown = {"fresh": published["fresh"], "at-lookback": published["at-lookback"]}
+    expected = {"k": entities}
+    for j, (feature, as_read) in enumerate([("f", float), ("n", int), ("b", bool), ("s", str),
+                                            ("t", datetime.isoformat), ("d", date.isoformat)], start=1):
+        expected[feature] = [as_read(shown[e][j]) if e in shown else None for e in entities]
+    assert [(c, [(type(v), repr(v)) for v in got[c]]) for c in got] == \
+           [(c, [(type(v), repr(v)) for v in expected[c]]) for c in expected]
+
+    # The DataFrame is pandas' frame of those lists, types included; an entity frame keeps its index.
+    frame = api.get_online_features(["every:1:*"], [{"k": e} for e in entities], now=now)
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(got), check_exact=True)
+    rows = pd.DataFrame({"k": entities}, index=[50, 40, 30, 20, 10])
+    pd.testing.assert_frame_equal(api.get_online_features(["every:1:f", "every:1:s"], rows, now=now),
+                                  pd.DataFrame({"k": entities, "f": got["f"], "s": got["s"]}, index=rows.index),
+                                  check_exact=True)
+    [values] = lookup(online_store, api.resolve(["every:1:*"]), {"k": entities}, now)
+    assert values.statuses() == ["expired", "present", "not_found", "present", "present"]
 
 
 PUBLISHERS, ROUNDS, RACE_KEYS, CHUNK = 4, 40, 48, 6

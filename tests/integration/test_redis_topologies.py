@@ -134,8 +134,8 @@ def check_store(store: RedisOnlineStore, tmp_path: Path) -> None:
     assert all(v.features["x"] == 1.0 and v.ts == DAY for v in values[10:])
     # Several feature sets at once, including entities with nothing stored.
     scores, levels = store.read_many([(SCORES, [["u0"], ["nobody"]]), (LEVELS, [["u0"], ["u500"]])])
-    assert list(scores.columns["x"][:1]) == [3.0] and scores.ts_micros[1] < 0
-    assert list(levels.columns["x"][:1]) == [7.0] and levels.ts_micros[1] < 0
+    assert scores.lists(["x"]) == [[3.0, None]] and scores.ts_micros[1] < 0
+    assert levels.lists(["x"]) == [[7.0, None]] and levels.ts_micros[1] < 0
     # Repair bookkeeping and retiring a version.
     store.mark_published(SCORES, ["2024-01-01", "2024-01-02"])
     assert store.published_windows(SCORES) == {"2024-01-01", "2024-01-02"}

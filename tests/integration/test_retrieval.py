@@ -157,7 +157,8 @@ def test_training_dataset_keeps_rows_order_and_columns(store: FeatureStore, tmp_
 
 
 def _stored_observations(store: FeatureStore, n: int = 400) -> pd.DataFrame:
-    """Observations of real accounts at nanosecond-precision times (pandas writes them as ns)."""
+    """Observations of real accounts at nanosecond-precision times (pandas writes them as ns), with
+    amounts (the request field of amount_to_mean_30d; nulls too)."""
     accounts = store.offline.open(CATALOG.get("transactions")).read().column("account_id").unique().to_pylist()
     merchants = store.offline.open(CATALOG.get("merchants")).read().column("merchant_id").unique().to_pylist()
     rng = np.random.default_rng(7)
@@ -168,15 +169,19 @@ def _stored_observations(store: FeatureStore, n: int = 400) -> pd.DataFrame:
         "merchant_id": rng.choice(merchants + ["nowhere"], n),
         "event_timestamp": pd.to_datetime(nanos, utc=True),
         "label": rng.integers(0, 2, n),
+        "amount": np.where(rng.random(n) < 0.2, np.nan, np.round(rng.lognormal(3.2, 1.0, n), 2)),
     })
 
 
-FRAUD_FULL = RetrievalSpec.of(list(SPEC.features), name="fraud_full", full_names=True)
+# With the example request feature: on stored observations the Spark executors compute it.
+FRAUD_FULL = RetrievalSpec.of([*map(str, SPEC.features), "transactions:1:amount_mean_30d"], name="fraud_full",
+                              full_names=True, request_features=["amount_to_mean_30d"])
 
 
 def test_spark_engine_reads_stored_observations_in_order(store: FeatureStore, tmp_path: Path) -> None:
     """A Parquet folder of several files stays in Spark, keeps file-then-row order, and joins
-    sub-microsecond observation times exactly like the local engine."""
+    sub-microsecond observation times exactly like the local engine; the executors compute the
+    request features like the local engine (returned, and written as Delta)."""
     obs = _stored_observations(store)
     folder = tmp_path / "obs"
     folder.mkdir()
@@ -184,9 +189,13 @@ def test_spark_engine_reads_stored_observations_in_order(store: FeatureStore, tm
         obs.iloc[part].to_parquet(folder / f"part-{i}.parquet", index=False)  # nanosecond timestamps
     expected = store.get_offline_features(obs, FRAUD_FULL, engine="local", now=T)
     got = store.get_offline_features(folder, FRAUD_FULL, engine="spark", now=T)
+    assert list(got.columns)[-1] == "amount_to_mean_30d"  # after the fetched features
+    ratio = expected["amount_to_mean_30d"]
+    assert ratio.notna().sum() > 100 and ratio.isna().sum() > 50  # values, and nulls (no amount, no mean)
     # Spark keeps timestamps in microseconds; the join itself used the full nanoseconds.
     expected["event_timestamp"] = expected["event_timestamp"].dt.floor("us")
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+    np.testing.assert_array_equal(got["amount_to_mean_30d"].to_numpy(float), ratio.to_numpy(float))  # bit for bit
 
     delta_obs = tmp_path / "obs_delta"
     from deltalake import write_deltalake
@@ -200,6 +209,8 @@ def test_spark_engine_reads_stored_observations_in_order(store: FeatureStore, tm
     pd.testing.assert_frame_equal(
         back.sort_values(key).reset_index(drop=True), expected.sort_values(key).reset_index(drop=True), check_dtype=False,
     )
+    np.testing.assert_array_equal(back.sort_values(key)["amount_to_mean_30d"].to_numpy(float),
+                                  expected.sort_values(key)["amount_to_mean_30d"].to_numpy(float))
 
 
 def test_spark_engine_rejects_null_observation_times_before_writing(store: FeatureStore, tmp_path: Path) -> None:
@@ -328,6 +339,7 @@ def test_training_dataset_job_records_a_versioned_materialization(store: Feature
         "merchant_id": ["m00001", "m00002", "m00003"],
         "event_timestamp": pd.to_datetime(["2024-01-20", "2024-02-05", "2024-02-05"], utc=True),
         "is_fraud": [True, False, False],
+        "amount": [12.5, None, 3.0],  # fraud_model's request field
     }).to_parquet(observations)
     defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
     with instance_for_test() as instance:
@@ -342,6 +354,8 @@ def test_training_dataset_job_records_a_versioned_materialization(store: Feature
     written = pd.read_parquet(metadata["output"])
     assert run_id in metadata["output"] and list(written["is_fraud"]) == [True, False, False]
     assert "accounts__segment" in written.columns  # the spec asks for full names
+    assert written.columns[-1] == "amount_to_mean_30d" and written["amount_to_mean_30d"].notna().tolist() == [True, False,
+                                                                                                           False]
 
 
 def test_training_dataset_job_runs_from_dagster_cli(store: FeatureStore, tmp_path: Path, redis_server) -> None:
@@ -350,7 +364,7 @@ def test_training_dataset_job_runs_from_dagster_cli(store: FeatureStore, tmp_pat
     import sys
 
     observations = tmp_path / "obs.parquet"
-    pd.DataFrame({"account_id": ["a000001"], "merchant_id": ["m00001"],
+    pd.DataFrame({"account_id": ["a000001"], "merchant_id": ["m00001"], "amount": [12.5],
                   "event_timestamp": pd.to_datetime(["2024-01-20"], utc=True)}).to_parquet(observations)
     (tmp_path / "run.yaml").write_text(
         "ops:\n  datasets__fraud_model__training:\n    config:\n"
@@ -376,7 +390,8 @@ def test_inference_dataset_job_equals_the_api(store: FeatureStore, tmp_path: Pat
     from feature_pipelines.orchestration.code_location import build_definitions
     from feature_pipelines.orchestration.runs import run_job
 
-    entities = pd.DataFrame({"account_id": ["a000001", "a000005"], "merchant_id": ["m00001", "m00002"]})
+    entities = pd.DataFrame({"account_id": ["a000001", "a000005"], "merchant_id": ["m00001", "m00002"],
+                             "amount": [12.5, None]})
     entities.to_parquet(tmp_path / "entities.parquet")
     defs = build_definitions(_settings_for(store, tmp_path, redis_server.url))
     config = {"entities": str(tmp_path / "entities.parquet"), "as_of": "2024-02-01T12:00:00+00:00"}

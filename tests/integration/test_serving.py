@@ -5,17 +5,21 @@ What it serves equals `FeatureStore.get_online_features` and the as-of join at t
 (values, expired values, missing entities), with each feature set's status and ts; tokens
 guard every endpoint but /health; bad input is a 4xx naming the field; Redis down is a 503
 naming it, and the server serves again once Redis is back; SIGTERM lets a request in flight
-finish, then the process exits 0.
+finish, then the process exits 0. Request-time features (fraud_model's amount_to_mean_30d) are the
+same served, online and offline, nulls included; one that raises is a 500 naming it and its inputs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -39,6 +43,7 @@ T = MATERIALIZED_AT
 SPEC = "fraud_model"
 SPEC_FILE = PROJECT_DIR / "feature_defs" / "retrieval_specs" / f"{SPEC}.yaml"
 KEYS = ["account_id", "merchant_id"]
+GIVEN = [*KEYS, "amount"]  # what each entity of a fraud_model request gives: its keys and the request field
 SETS = ["transactions_v1", "accounts_v1", "merchants_v1"]
 TOKENS = {"full": "full-secret", "fraud": "fraud-only-secret", "churn": "churn-only-secret"}
 TOKEN_ENTRIES = (f"full {hash_token(TOKENS['full'])}; fraud {hash_token(TOKENS['fraud'])} {SPEC}; "
@@ -139,12 +144,35 @@ class Server:
             raise AssertionError(f"featurestore serve did not stop within 60 s of SIGTERM:\n{self.stderr[-3000:]}")
 
 
+# A spec the example definitions lack, with a request feature that fails on a null input (served from a copy).
+FRAGILE_SPEC = "name: fragile_model\nfeatures: [transactions:1:amount_mean_30d]\nrequest_features: [fragile_ratio]\n"
+FRAGILE_DEFS = textwrap.dedent("""
+    from feature_pipelines import request_feature
+
+    @request_feature(request={"amount": "float64"}, features=["amount_mean_30d"], output="float64")
+    def fragile_ratio(amount, amount_mean_30d):
+        return amount / amount_mean_30d  # no guard for None: a bug
+""")
+
+
 @pytest.fixture(scope="module")
-def server(materialized_store: FeatureStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def defs_with_fragile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example definitions, plus FRAGILE_SPEC and its request feature."""
+    defs = tmp_path_factory.mktemp("defs") / "feature_defs"
+    shutil.copytree(PROJECT_DIR / "feature_defs", defs, ignore=shutil.ignore_patterns("__pycache__"))
+    (defs / "fragile.py").write_text(FRAGILE_DEFS)
+    (defs / "retrieval_specs" / "fragile_model.yaml").write_text(FRAGILE_SPEC)
+    return defs
+
+
+@pytest.fixture(scope="module")
+def server(materialized_store: FeatureStore, defs_with_fragile: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with tokens over the materialized store; stopped by SIGTERM at the end, exiting 0."""
     running = Server(tmp_path_factory.mktemp("serve"), materialized_store.online.url, "--max-entities",
                      str(MAX_ENTITIES), "--max-body-bytes", str(MAX_BODY), "--cors-origin", ORIGIN,
-                     env={"FEATURESTORE_SERVE_TOKENS": TOKEN_ENTRIES}, token=TOKENS["full"]).start()
+                     env={"FEATURESTORE_SERVE_TOKENS": TOKEN_ENTRIES, "FEATURE_DEFS_DIR": str(defs_with_fragile)},
+                     token=TOKENS["full"]).start()
     print(f"featurestore serve ready {running.started_in:.2f} s after it was started (loaded machine)")
     yield running
     assert running.stop() == 0, running.stderr[-3000:]
@@ -152,14 +180,21 @@ def server(materialized_store: FeatureStore, tmp_path_factory: pytest.TempPathFa
 
 
 def _entities(store: FeatureStore) -> list[dict]:
-    """Every account with a merchant, and entities the store has never seen."""
+    """Every account with a merchant, and entities the store has never seen, each with an amount."""
     catalog = store.catalog
     accounts = sorted(store.offline.open(catalog.get("accounts")).read().column("account_id").unique().to_pylist())
     merchants = sorted(store.offline.open(catalog.get("merchants")).read().column("merchant_id").unique().to_pylist())
     rng = np.random.default_rng(7)
     pairs = [(a, str(rng.choice(merchants))) for a in accounts]
     pairs += [("a999999", "m99999"), ("a999999", merchants[0]), (accounts[0], "m99999")]
-    return [dict(zip(KEYS, pair)) for pair in pairs]
+    return [dict(zip(GIVEN, (*pair, amount))) for pair, amount in zip(pairs, _amounts(rng, len(pairs)))]
+
+
+def _amounts(rng: np.random.Generator, count: int) -> list[float | int | None]:
+    """Random amounts of the request field: nulls, zeros, negatives, whole numbers (JSON integers) and cents."""
+    kinds = rng.integers(0, 5, count).tolist()
+    cents = np.round(rng.lognormal(3.2, 1.0, count), 2).tolist()
+    return [None if k == 0 else 0.0 if k == 1 else -v if k == 2 else int(v) if k == 3 else v for k, v in zip(kinds, cents)]
 
 
 def _objects(frame: pd.DataFrame) -> pd.DataFrame:
@@ -197,7 +232,8 @@ def test_served_values_equal_the_python_api_and_the_as_of_join(server: Server, m
     online = materialized_store.get_online_features(SPEC_FILE, entities, now=T)
     joined = materialized_store.get_inference_features(pd.DataFrame(entities), SPEC_FILE, as_of=T)
     assert payload["retrieval_spec"] == SPEC and payload["at"] == T.isoformat()
-    assert payload["features"] == [c for c in online.columns if c not in KEYS]
+    assert payload["features"] == [c for c in online.columns if c not in GIVEN]
+    assert payload["features"][-1] == "amount_to_mean_30d"  # request features after the fetched ones
     served = _served_frame(payload)
     pd.testing.assert_frame_equal(_objects(served), _objects(online))
     pd.testing.assert_frame_equal(_objects(served), _objects(joined))
@@ -231,7 +267,7 @@ def test_values_are_judged_at_the_requested_instant_or_now(server: Server, mater
 @pytest.mark.parametrize("full_names", [False, True])
 def test_explicit_feature_lists(server: Server, materialized_store: FeatureStore, full_names: bool) -> None:
     refs = ["transactions:1:amount_sum_7d", "accounts:1:segment", "merchants:1:*"]
-    entities = _entities(materialized_store)[:30]
+    entities = [{k: e[k] for k in KEYS} for e in _entities(materialized_store)[:30]]  # keys only: no request features
     response = server.post("/features", {"features": refs, "entities": entities, "full_names": full_names,
                                          "at": T.isoformat()})
     assert response.status_code == 200, response.text
@@ -240,7 +276,31 @@ def test_explicit_feature_lists(server: Server, materialized_store: FeatureStore
     pd.testing.assert_frame_equal(_objects(_served_frame(response.json())), _objects(expected))
 
 
-FRAUD_ENTITY = {"entities": [{"account_id": "a000001", "merchant_id": "m00001"}]}
+def test_request_features_are_the_same_served_online_and_offline(server: Server,
+                                                                 materialized_store: FeatureStore) -> None:
+    """fraud_model's amount_to_mean_30d on random amounts (nulls, zeros, negatives, whole numbers) for
+    random entities (known, unknown) at three instants (values present, and past their lookback):
+    the server, get_online_features and the as-of join give the same values, nulls included."""
+    rng = np.random.default_rng(15)
+    base = _entities(materialized_store)
+    seen: Counter[str] = Counter()
+    for at in (T, T + timedelta(days=30), T + timedelta(days=50)):  # transactions' lookback is 45d
+        picked = [base[i] for i in rng.choice(len(base), 60, replace=False).tolist()]
+        entities = [{**entity, "amount": amount} for entity, amount in zip(picked, _amounts(rng, len(picked)))]
+        served = _objects(_served_frame(server.features(entities, at=at)))
+        online = materialized_store.get_online_features(SPEC_FILE, entities, now=at)
+        offline = materialized_store.get_inference_features(pd.DataFrame(entities), SPEC_FILE, as_of=at,
+                                                            engine="local", now=T)
+        pd.testing.assert_frame_equal(served, _objects(online), check_exact=True)  # the same floats, bit for bit
+        pd.testing.assert_frame_equal(served, _objects(offline), check_exact=True)
+        for amount, mean, ratio in zip(served["amount"], served["transactions__amount_mean_30d"],
+                                       served["amount_to_mean_30d"]):
+            assert (ratio is None) == (amount is None or not mean), (amount, mean, ratio)
+            seen["null amount" if amount is None else "null mean" if mean is None else "value" if amount else "zero"] += 1
+    assert min(seen[k] for k in ("null amount", "null mean", "value", "zero")) >= 5, seen
+
+
+FRAUD_ENTITY = {"entities": [{"account_id": "a000001", "merchant_id": "m00001", "amount": 12.5}]}
 
 
 @pytest.mark.parametrize("method, path, token, status", [
@@ -261,7 +321,8 @@ FRAUD_ENTITY = {"entities": [{"account_id": "a000001", "merchant_id": "m00001"}]
     ("GET", "/openapi.json", TOKENS["full"], 200), ("GET", "/docs", TOKENS["full"], 200),
 ])
 def test_tokens(server: Server, method: str, path: str, token: str, status: int) -> None:
-    payload = {**FRAUD_ENTITY, "features": ["accounts:1:*", "merchants:1:*"]} if path == "/features" else FRAUD_ENTITY
+    payload = {"entities": [GOOD_ROW], "features": ["accounts:1:*", "merchants:1:*"]} if path == "/features" \
+        else FRAUD_ENTITY
     response = server.get(path, token=token) if method == "GET" else server.post(path, payload, token=token)
     assert response.status_code == status, response.text
     if status in (401, 403):
@@ -279,6 +340,7 @@ def _chunks(size: int) -> Iterator[bytes]:
 
 
 GOOD_ROW = {"account_id": "a000001", "merchant_id": "m00001"}
+SPEC_ROW = {**GOOD_ROW, "amount": 12.5}  # fraud_model's request feature reads the amount
 
 
 @pytest.mark.parametrize("path, body, status, field", [
@@ -289,12 +351,15 @@ GOOD_ROW = {"account_id": "a000001", "merchant_id": "m00001"}
     (f"/features/{SPEC}", {"entities": [], "limit": 3}, 422, "limit"),
     (f"/features/{SPEC}", {"entities": {"account_id": "a000001"}}, 422, "entities"),
     (f"/features/{SPEC}", {"entities": ["a000001"]}, 422, "entities[0]"),
-    (f"/features/{SPEC}", {"entities": [GOOD_ROW, {"account_id": "a000002"}]}, 422, "entities[1].merchant_id"),
-    (f"/features/{SPEC}", {"entities": [{**GOOD_ROW, "amount": 5}]}, 422, "entities[0].amount"),
-    (f"/features/{SPEC}", {"entities": [{**GOOD_ROW, "account_id": 1}]}, 422, "entities[0].account_id"),
-    (f"/features/{SPEC}", {"entities": [{**GOOD_ROW, "merchant_id": None}]}, 422, "entities[0].merchant_id"),
-    (f"/features/{SPEC}", {"entities": [GOOD_ROW] * (MAX_ENTITIES + 1)}, 422, "entities"),
-    (f"/features/{SPEC}", {"entities": [GOOD_ROW], "at": "2024-02-19T00:00:00"}, 422, "at"),
+    (f"/features/{SPEC}", {"entities": [SPEC_ROW, {"account_id": "a000002"}]}, 422, "entities[1].merchant_id"),
+    (f"/features/{SPEC}", {"entities": [{**SPEC_ROW, "channel": "web"}]}, 422, "entities[0].channel"),
+    (f"/features/{SPEC}", {"entities": [{**SPEC_ROW, "account_id": 1}]}, 422, "entities[0].account_id"),
+    (f"/features/{SPEC}", {"entities": [{**SPEC_ROW, "merchant_id": None}]}, 422, "entities[0].merchant_id"),
+    (f"/features/{SPEC}", {"entities": [SPEC_ROW, GOOD_ROW]}, 422, "entities[1].amount"),  # the request field
+    (f"/features/{SPEC}", {"entities": [SPEC_ROW, {**GOOD_ROW, "amount": "12.5"}]}, 422, "entities[1].amount"),
+    (f"/features/{SPEC}", {"entities": [{**GOOD_ROW, "amount": True}]}, 422, "entities[0].amount"),
+    (f"/features/{SPEC}", {"entities": [SPEC_ROW] * (MAX_ENTITIES + 1)}, 422, "entities"),
+    (f"/features/{SPEC}", {"entities": [SPEC_ROW], "at": "2024-02-19T00:00:00"}, 422, "at"),
     (f"/features/{SPEC}", b'{"entities": [' + b" " * MAX_BODY + b"]}", 413, "body"),  # Content-Length says so
     (f"/features/{SPEC}", _chunks(MAX_BODY), 413, "body"),  # only the bytes say so
     ("/features/no_such_spec", {"entities": [GOOD_ROW]}, 404, "retrieval_spec"),
@@ -305,6 +370,8 @@ GOOD_ROW = {"account_id": "a000001", "merchant_id": "m00001"}
     ("/features", {"features": ["accounts:1:*"], "entities": [GOOD_ROW], "full_names": "yes"}, 422, "full_names"),
     ("/features", {"features": ["accounts:1:*"], "entities": [{"account_id": "a1", "merchant_id": "m1"}]},
      422, "entities[0].merchant_id"),  # only the listed sets' keys
+    ("/features", {"features": ["accounts:1:*"], "entities": [{"account_id": "a1", "amount": 1.0}]},
+     422, "entities[0].amount"),  # an explicit list has no request features
 ])
 def test_bad_input_is_a_4xx_naming_the_field(server: Server, path: str, body: Any, status: int, field: str) -> None:
     if isinstance(body, (dict, list)):
@@ -351,7 +418,11 @@ def test_metrics_schema_docs_and_access_log(server: Server) -> None:
     schema = server.get("/openapi.json").json()
     operation = schema["paths"][f"/features/{SPEC}"]["post"]
     entity = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["entities"]
-    assert entity["maxItems"] == MAX_ENTITIES and entity["items"]["required"] == KEYS
+    assert entity["maxItems"] == MAX_ENTITIES and entity["items"]["required"] == GIVEN
+    assert entity["items"]["properties"]["amount"]["type"] == ["number", "null"]  # the request field, null allowed
+    assert "`amount`" in operation["summary"] and "`amount_to_mean_30d`" in operation["summary"]
+    values = operation["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["rows"]["items"]
+    assert list(values["properties"]["values"]["properties"])[-1] == "amount_to_mean_30d"
     assert set(operation["responses"]) >= {"200", "401", "403", "413", "422", "503"}
     assert schema["paths"]["/health"]["get"]["security"] == [] and schema["security"] == [{"bearer": []}]
     assert "swagger-ui" in server.get("/docs").text
@@ -361,6 +432,25 @@ def test_metrics_schema_docs_and_access_log(server: Server) -> None:
         time.sleep(0.05)
     assert lines[0]["status"] == 200 and lines[0]["path"] == f"/features/{SPEC}" and lines[0]["token"] == "full"
     assert lines[0]["entities"] == 1 and lines[0]["duration_ms"] > 0 and TOKENS["full"] not in json.dumps(server.access_log())
+
+
+def test_a_failing_request_feature_is_a_500_naming_it_and_its_inputs(server: Server, defs_with_fragile: Path) -> None:
+    """A request feature that raises is a bug in its definition: the one 500 the server answers on
+    purpose, as JSON naming the function and its inputs, and counted in /metrics."""
+    fine = server.post("/features/fragile_model", {"entities": [{"account_id": "a000001", "amount": 10}],
+                                                   "at": T.isoformat()})
+    assert fine.status_code == 200 and fine.json()["rows"][0]["values"]["fragile_ratio"] > 0, fine.text
+    before = server.metric("featurestore_serve_request_feature_errors_total")
+    failed = server.post("/features/fragile_model", {"entities": [{"account_id": "a000001", "amount": 10},
+                                                                  {"account_id": "a999999", "amount": 12.5}],
+                                                     "at": T.isoformat()})
+    assert failed.status_code == 500, failed.text
+    assert failed.json()["error"] == {"status": 500, "field": "request_features", "message": (
+        f"request feature fragile_ratio ({defs_with_fragile / 'fragile.py'}) raised TypeError: unsupported operand "
+        "type(s) for /: 'float' and 'NoneType' for amount=12.5, amount_mean_30d=None; fix the function: it gets None "
+        "for a null input and returns float64 or None.")}
+    assert server.metric("featurestore_serve_request_feature_errors_total") == before + 1
+    assert server.get("/health").status_code == 200
 
 
 def test_redis_down_is_a_503_then_served_again_and_sigterm_drains(

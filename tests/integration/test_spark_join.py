@@ -1,27 +1,93 @@
 """The Spark join engine and batch inference with it against the brute-force reference on random
-cases (hypothesis)."""
+cases (hypothesis), and request-time features computed by it like by the local engine."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feature_pipelines import RetrievalSpec, request_feature
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from tests.join_reference import (
     NOW, SPEC, Case, cases, comparable, feature_store, inference_reference, instants, load, reference,
 )
 
 
+# Request features over the reference sets' features (a float64, b int64, c string) and two request
+# fields; `echo` shows every input exactly as the function got it (types included).
+@request_feature(request={"amount": "float64", "note": "string"}, features=["a", "b", "c"], output="string")
+def echo(amount, note, a, b, c):
+    return repr((amount, note, a, b, c))
+
+
+@request_feature(request={"amount": "float64"}, features=["a"], output="float64")
+def scaled(amount, a):
+    return None if amount is None or a is None else amount * a
+
+
+@request_feature(features=["b"], output="int64")
+def b_next(b):
+    return None if b is None else b + 1
+
+
+@request_feature(request={"note": "string"}, output="bool")
+def has_note(note):
+    return None if note is None else note != ""
+
+
+REQUEST = [echo, scaled, b_next, has_note]
+OUTPUTS = [f.name for f in REQUEST]
+WITH_REQUEST = RetrievalSpec.of(SPEC, name="with_request", request_features=[f.name for f in REQUEST])
+
+
+def _plain(value, kind):
+    """A reference value as the function must get it: None for nulls (NaN too), else of its type."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else kind(value)
+
+
+def _expected(case: Case) -> pd.DataFrame:
+    """The reference join, then each function called on plain Python values, row by row."""
+    out = reference(case)
+    inputs = [dict(amount=_plain(amount, float), note=note, a=_plain(a, float), b=_plain(b, int), c=c)
+              for amount, note, a, b, c in zip(out["amount"], out["note"], out["a"], out["b"], out["c"])]
+    for feature in REQUEST:
+        out[feature.name] = [feature(**{p: row[p] for p in feature.parameters}) for row in inputs]
+    return out
+
+
+def _outputs(frame: pd.DataFrame) -> list[tuple]:
+    kinds = {"echo": str, "scaled": float, "b_next": int, "has_note": bool}
+    return list(zip(*([_plain(v, kind) for v in frame[name]] for name, kind in kinds.items())))
+
+
 # Derandomized: the same examples every run, so a failure is never a one-off; each example costs
 # a Delta write and a Spark job (about a second), hence not more of them.
 @settings(max_examples=16, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=cases())
-def test_spark_engine_matches_reference(spark, tmp_path_factory, case: Case) -> None:
+@given(case=cases(), data=st.data())
+def test_spark_engine_matches_reference(spark, tmp_path_factory, case: Case, data) -> None:
+    """The join, and request-time features on it: on random request fields (nulls, NaN, empty
+    strings) and joined features with nulls, the Spark and the local engine both give the reference
+    join with each function called on plain values (the Spark engine on stored observations, where
+    the executors compute them, is in integration/test_retrieval.py)."""
+    rows = len(case.observations)
+    case.observations["amount"] = data.draw(st.lists(st.one_of(
+        st.none(), st.just(math.nan), st.floats(-1e6, 1e6, allow_nan=False), st.integers(-50, 50).map(float)),
+        min_size=rows, max_size=rows))
+    case.observations["note"] = data.draw(st.lists(st.one_of(st.none(), st.just(""), st.text("xyz", max_size=3)),
+                                                   min_size=rows, max_size=rows))
     root = tmp_path_factory.mktemp("spark")
     load(DeltaOfflineStore(str(root)), case)
-    got = feature_store(root, spark).get_offline_features(case.observations, SPEC, engine="spark", now=NOW)
-    pd.testing.assert_frame_equal(comparable(got), comparable(reference(case)), check_dtype=False)
+    store = feature_store(root, spark, REQUEST)
+    expected = _expected(case)
+    for engine in ("spark", "local"):
+        got = store.get_offline_features(case.observations, WITH_REQUEST, engine=engine, now=NOW)
+        assert list(got.columns) == [*expected.columns]  # the request features after the fetched ones
+        pd.testing.assert_frame_equal(comparable(got.drop(columns=OUTPUTS)), comparable(reference(case)),
+                                      check_dtype=False)
+        assert _outputs(got) == _outputs(expected), engine
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,3 +102,4 @@ def test_spark_batch_inference_is_the_join_at_T(spark, tmp_path_factory, case: C
     got = feature_store(root, spark).get_inference_features(entities, SPEC, as_of=as_of.to_pydatetime(), engine="spark", now=NOW)
     assert list(got.index) == list(entities.index)
     pd.testing.assert_frame_equal(comparable(got), comparable(inference_reference(case, as_of)), check_dtype=False)
+

@@ -1,8 +1,8 @@
 """A feature set's writer slot with real runs on a real instance: the repo's dagster.yaml gives
 each feature set's pool one slot, claimed per step; a CLI run waiting for it names
 the holder, idles, and stops cleanly on SIGINT, SIGTERM or --wait-timeout with nothing written;
-it proceeds by itself once the holder finishes; a SIGKILLed CLI run is failed and its slot freed
-by the next command, or by the dead-run sensor while a daemon runs.
+it proceeds by itself once the holder finishes; a dead CLI run is failed and its slot freed by the
+dead-run sensor while a daemon runs (and by the next command: test_faults.py kills a real one).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
 from dagster._core.instance.config import PoolGranularity
 
 from feature_pipelines.errors import RunCanceledError
@@ -132,9 +132,13 @@ def test_the_instance_gives_each_feature_set_one_writer_slot(settings: Settings,
         instance.event_log_storage.free_concurrency_slots_for_run(first.run_id)
 
 
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "--wait-timeout"])
-def test_a_waiting_run_names_the_holder_idles_and_stops_cleanly(
-        spark, settings: Settings, home: dict[str, str], stop: str) -> None:
+STOPS = {"SIGINT": 130, "SIGTERM": 143, "--wait-timeout": 1}  # how each waiter is stopped: its exit code
+WAIT_TIMEOUT_S = 10
+
+
+def test_waiting_runs_name_the_holder_idle_and_stop_cleanly(spark, settings: Settings, home: dict[str, str]) -> None:
+    """Three CLI runs wait behind one holder at once, and each is stopped one way: Ctrl-C,
+    SIGTERM, or its own --wait-timeout."""
     catalog = load_catalog(settings.feature_defs_dir)
     transactions = catalog.get("transactions")
     offline = DeltaOfflineStore(settings.offline_uri)
@@ -145,45 +149,61 @@ def test_a_waiting_run_names_the_holder_idles_and_stops_cleanly(
         tables = offline.open(transactions).delta.version(), offline_frame(offline, transactions), online.count(transactions)
         holder = holding_run(instance, settings, RunProcess.current())
 
-        timeout = ["--wait-timeout", "8"] if stop == "--wait-timeout" else []
-        cli = CliProcess(home, "materialize", "transactions", "--start", "2024-01-02", "--end", "2024-01-04", *timeout)
-        try:
+        def waiter(stop: str) -> CliProcess:
+            cli = CliProcess(home, "materialize", "transactions", "--start", "2024-01-02", "--end", "2024-01-04",
+                             *(["--wait-timeout", str(WAIT_TIMEOUT_S)] if stop == "--wait-timeout" else []))
+            clis[stop] = cli
+            return cli
+
+        def waiting(cli: CliProcess) -> None:
             said = cli.wait_for("waiting for the writer slot of feature set transactions", 120)
-            me = os.getpid()
             assert (f"held by run {holder.run_id} (job materialize_transactions_v1, started " in said
                     and f"process {me} on this machine, alive). To cancel that run, press Ctrl-C in its terminal "
                         f"or run `kill {me}`." in said), said
-            # Waiting costs (almost) no CPU: a busy wait would take about 3 s of it here.
-            before, start = cli.cpu_seconds(), time.monotonic()
-            time.sleep(3)
-            cpu = (cli.cpu_seconds() - before) / (time.monotonic() - start)
-            assert cpu < 0.1, f"the waiting process used {cpu:.0%} of a core"
-            stopped = time.monotonic()
-            if stop == "SIGINT":
-                os.killpg(cli.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
-            elif stop == "SIGTERM":
-                os.kill(cli.pid, signal.SIGTERM)  # as `kill` or `timeout` sends it
-            code = cli.wait(30)
-        finally:
-            cli.kill()
-        took = time.monotonic() - stopped
-        assert took < 10, f"featurestore ended {took:.1f} s after {stop}"
-        assert code == {"SIGINT": 130, "SIGTERM": 143, "--wait-timeout": 1}[stop], cli.tail()
 
-        lines = [line.strip() for line in cli.lines if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        assert len(errors) == 1 and lines[-1] == errors[0], cli.tail()
-        assert not any("Traceback" in line or line.startswith('File "') for line in lines), cli.tail()
-        waiter = next(r for r in instance.get_runs() if r.run_id != holder.run_id and r.run_id in errors[0])
-        if stop == "--wait-timeout":
-            assert errors[0] == (f"error: gave up after 8 s waiting for the writer slot of feature set transactions "
-                                 f"(held by run {holder.run_id}); run {waiter.run_id} canceled, nothing was written. "
-                                 "Run it again once that run has finished, or let it wait longer (--wait-timeout).")
-        else:
-            assert errors[0] == (f"error: run {waiter.run_id} canceled by {stop} while it waited for the writer slot "
-                                 "of feature set transactions; nothing was written.")
-        assert waiter.status == DagsterRunStatus.CANCELED
-        # Its claim is gone; the holder still holds the slot, and nothing was written.
+        me, clis, codes, took = os.getpid(), {}, {}, {}
+        try:
+            # The signalled two start together; the third only once they wait, so that its own
+            # timeout cannot run out while the other two are still starting.
+            for cli in [waiter("SIGINT"), waiter("SIGTERM")]:
+                waiting(cli)
+            waiting(waiter("--wait-timeout"))
+            # Waiting costs (almost) no CPU: a busy wait would take about 3 s of it here.
+            before, start = {s: c.cpu_seconds() for s, c in clis.items()}, time.monotonic()
+            time.sleep(3)
+            for stop, cli in clis.items():
+                cpu = (cli.cpu_seconds() - before[stop]) / (time.monotonic() - start)
+                assert cpu < 0.1, f"the process waiting to be stopped by {stop} used {cpu:.0%} of a core"
+            for stop, cli in clis.items():
+                stopped = time.monotonic()
+                if stop == "SIGINT":
+                    os.killpg(cli.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+                elif stop == "SIGTERM":
+                    os.kill(cli.pid, signal.SIGTERM)  # as `kill` or `timeout` sends it
+                codes[stop] = cli.wait(WAIT_TIMEOUT_S + 30)
+                took[stop] = time.monotonic() - stopped
+        finally:
+            for cli in clis.values():
+                cli.kill()
+        assert took["SIGINT"] < 10 and took["SIGTERM"] < 10, f"featurestore ended this long after the signal: {took}"
+        assert codes == STOPS, {stop: cli.tail() for stop, cli in clis.items()}
+
+        for stop, cli in clis.items():
+            lines = [line.strip() for line in cli.lines if line.strip()]
+            errors = [line for line in lines if line.startswith("error:")]
+            assert len(errors) == 1 and lines[-1] == errors[0], cli.tail()
+            assert not any("Traceback" in line or line.startswith('File "') for line in lines), cli.tail()
+            waiter = next(r for r in instance.get_runs() if r.run_id != holder.run_id and r.run_id in errors[0])
+            if stop == "--wait-timeout":
+                assert errors[0] == (f"error: gave up after {WAIT_TIMEOUT_S} s waiting for the writer slot of feature set "
+                                     f"transactions (held by run {holder.run_id}); run {waiter.run_id} canceled, nothing "
+                                     "was written. Run it again once that run has finished, or let it wait longer "
+                                     "(--wait-timeout).")
+            else:
+                assert errors[0] == (f"error: run {waiter.run_id} canceled by {stop} while it waited for the writer "
+                                     "slot of feature set transactions; nothing was written.")
+            assert waiter.status == DagsterRunStatus.CANCELED
+        # Their claims are gone; the holder still holds the slot, and nothing was written.
         info = instance.event_log_storage.get_concurrency_info(pool)
         assert {s.run_id for s in info.claimed_slots} == {p.run_id for p in info.pending_steps} == {holder.run_id}
         version, frame, count = tables
@@ -230,41 +250,6 @@ def test_a_waiting_run_proceeds_by_itself_once_the_holder_finishes(
     assert sorted(offline.materialized_windows(transactions)) == [f"2024-01-0{d}" for d in range(1, 6)]
     rows = offline.open(transactions).read().to_pandas()
     assert not rows.duplicated(subset=[*transactions.entity_names, transactions.timestamp]).any()
-
-
-def test_a_killed_cli_run_is_failed_and_the_next_materialize_completes_without_help(
-        settings: Settings, home: dict[str, str], tmp_path: Path) -> None:
-    catalog = load_catalog(settings.feature_defs_dir)
-    transactions = catalog.get("transactions")
-    marker = tmp_path / "fault"
-    args = ("materialize", "transactions", "--start", "2024-01-01", "--end", "2024-01-03")
-    killed = CliProcess({**home, "FEATURESTORE_FAULT": OFFLINE_MID_WRITE, "FEATURESTORE_FAULT_MARKER": str(marker)}, *args)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():  # mid-run: its executors have written files, nothing is committed
-            assert killed.process.poll() is None and time.monotonic() < deadline, killed.tail()
-            time.sleep(0.1)
-    finally:
-        killed.kill()  # SIGKILL, with its Spark JVM
-    with DagsterInstance.get() as instance:
-        (dead,) = instance.get_runs()
-        assert dead.status == DagsterRunStatus.STARTED  # what the killed process left
-
-    retry = CliProcess(home, *args)
-    try:
-        code = retry.wait(240)
-    finally:
-        retry.kill()
-    assert code == 0, retry.tail()
-    assert (f"note: run {dead.run_id} (materialize_transactions_v1) was killed (its process {killed.pid} on this "
-            "machine, gone): marked it failed and freed its writer slots.") in retry.output()
-    with DagsterInstance.get() as instance:
-        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
-        (failure,) = instance.all_logs(dead.run_id, of_type=DagsterEventType.RUN_FAILURE)
-        assert failure.dagster_event.message.startswith(f"The run was killed: its process {killed.pid} on this machine")
-        assert [r.status for r in instance.get_runs()] == [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
-    offline = DeltaOfflineStore(settings.offline_uri)
-    assert sorted(offline.materialized_windows(transactions)) == ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
 def test_the_dead_run_sensor_fails_dead_cli_runs_of_this_machine_and_frees_their_slots(

@@ -8,7 +8,7 @@ a model reads in process and over HTTP cannot differ.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +17,7 @@ import numpy as np
 from feature_pipelines.errors import RetrievalError
 from feature_pipelines.spec.durations import epoch_micros, micros
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
+from feature_pipelines.stores.online.codec import DecodedValues
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
@@ -29,12 +30,37 @@ class SetValues:
     selection: FeatureSelection
     ts_micros: np.ndarray  # the stored value's ts, microseconds since the epoch; -1 where nothing is stored
     expired: np.ndarray  # stored, but older than temporal_join_lookback at the instant
-    columns: dict[str, list]  # output column -> values; None where nothing is stored or it expired
+    columns: Mapping[str, list]  # output column -> values; None where null, nothing is stored or it expired
 
     def statuses(self) -> list[str]:
         """`present`, `not_found` or `expired`, per entity."""
         found = (self.ts_micros >= 0).tolist()
         return [EXPIRED if old else PRESENT if there else NOT_FOUND for there, old in zip(found, self.expired.tolist())]
+
+
+class ValueColumns(Mapping[str, list]):
+    """Output column -> one feature set's values per entity, as `SetValues.columns`: the lists are
+    built on first access, since a DataFrame is built from `blocks` (typed arrays) instead."""
+
+    def __init__(self, selection: FeatureSelection, decoded: DecodedValues):
+        self._selection = selection
+        self._decoded = decoded
+        self._lists: dict[str, list] | None = None
+
+    def __getitem__(self, column: str) -> list:
+        if self._lists is None:
+            self._lists = dict(zip(self._selection.columns, self._decoded.lists(self._selection.features)))
+        return self._lists[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._selection.columns)
+
+    def __len__(self) -> int:
+        return len(self._selection.columns)
+
+    def blocks(self) -> list[tuple[list[int], np.ndarray]]:
+        """The columns as typed 2-D arrays (`DecodedValues.blocks`), positions in selection.columns."""
+        return self._decoded.blocks(self._selection.features)
 
 
 def lookup(online: RedisOnlineStore, selections: Sequence[FeatureSelection], entities: Mapping[str, Sequence],
@@ -52,16 +78,6 @@ def lookup(online: RedisOnlineStore, selections: Sequence[FeatureSelection], ent
         ttl = selection.feature_set.ttl
         stored = decoded.ts_micros >= 0
         expired = stored & (moment_us - decoded.ts_micros > micros(ttl)) if ttl is not None else np.zeros_like(stored)
-        hidden = np.flatnonzero(~stored | expired).tolist()
-        columns = {}
-        for feature, column in zip(selection.features, selection.columns):
-            values = decoded.columns[feature]
-            if hidden and len(hidden) < len(values):
-                values = list(values)
-                for i in hidden:
-                    values[i] = None
-            elif hidden:
-                values = [None] * len(values)
-            columns[column] = values
-        found.append(SetValues(selection, decoded.ts_micros, expired, columns))
+        decoded.hide(expired)  # values not stored are null already
+        found.append(SetValues(selection, decoded.ts_micros, expired, ValueColumns(selection, decoded)))
     return found

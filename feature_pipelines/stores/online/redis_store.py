@@ -185,14 +185,15 @@ class RedisOnlineStore:
     def read(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[OnlineValue | None]:
         """The stored value of each entity, in order; None where nothing is stored."""
         decoded = self.read_many([(feature_set, entities)])[0]
-        names = list(decoded.columns)
+        names = feature_set.feature_names
+        columns = decoded.lists(names)
         return [
-            None if ts < 0 else OnlineValue(micros_to_datetime(int(ts)), {n: decoded.columns[n][i] for n in names})
-            for i, ts in enumerate(decoded.ts_micros)
+            None if ts < 0 else OnlineValue(micros_to_datetime(ts), {n: column[i] for n, column in zip(names, columns)})
+            for i, ts in enumerate(decoded.ts_micros.tolist())
         ]
 
     def read_many(self, requests: Sequence[tuple[FeatureSet, Sequence[Sequence[Any]]]]) -> list[DecodedValues]:
-        """Several feature sets' values in one round trip (one pipelined MGET per set); on a
+        """Several feature sets' values in one round trip (one MGET per set, pipelined); on a
         cluster, one slot-split MGET per set."""
         if self._cluster:
             try:
@@ -201,18 +202,22 @@ class RedisOnlineStore:
             except redis.RedisError as exc:
                 raise self._read_error(exc) from exc
             return [self.codec(fs).decode_many(list(reply)) for (fs, _), reply in zip(requests, replies)]
-        pipeline = self._client.pipeline(transaction=False)
-        for feature_set, entities in requests:
-            if entities:
-                pipeline.mget(self.keys(feature_set, entities))
-            else:
-                pipeline.echo("")  # keeps replies aligned with requests
         try:
-            replies = pipeline.execute()
+            if len(requests) == 1:  # one set: a plain MGET, without a pipeline's bookkeeping
+                feature_set, entities = requests[0]
+                replies = [self._client.mget(self.keys(feature_set, entities)) if entities else []]
+            else:
+                pipeline = self._client.pipeline(transaction=False)
+                for feature_set, entities in requests:
+                    if entities:
+                        pipeline.mget(self.keys(feature_set, entities))
+                    else:
+                        pipeline.echo("")  # keeps replies aligned with requests
+                replies = pipeline.execute()
         except redis.RedisError as exc:
             raise self._read_error(exc) from exc
         return [
-            self.codec(feature_set).decode_many(list(reply) if entities else [])
+            self.codec(feature_set).decode_many(reply if entities else [])
             for (feature_set, entities), reply in zip(requests, replies)
         ]
 

@@ -12,6 +12,7 @@ def test_rendered_counts_and_cumulative_buckets() -> None:
     metrics.observe("/ready", 503, 0.01)
     metrics.statuses[("merchants_v1", "expired")] += 3
     metrics.redis_errors += 1
+    metrics.request_feature_errors += 2
     lines = metrics.render().splitlines()
     assert 'featurestore_serve_requests_total{endpoint="/features/{retrieval_spec}",status="200"} 4' in lines
     assert 'featurestore_serve_requests_total{endpoint="/ready",status="503"} 1' in lines
@@ -20,6 +21,7 @@ def test_rendered_counts_and_cumulative_buckets() -> None:
     assert bucket % ("5", 3) in lines and bucket % ("+Inf", 4) in lines
     assert 'featurestore_serve_request_duration_seconds_count{endpoint="/features/{retrieval_spec}"} 4' in lines
     assert 'featurestore_serve_values_total{feature_set="merchants_v1",status="expired"} 3' in lines
+    assert "featurestore_serve_request_feature_errors_total 2" in lines
     assert "featurestore_serve_redis_errors_total 1" in lines and "featurestore_serve_requests_in_flight 0" in lines
     types = [line.split()[2] for line in lines if line.startswith("# TYPE")]
-    assert len(types) == len(set(types)) == 6  # one TYPE line per metric family
+    assert len(types) == len(set(types)) == 7  # one TYPE line per metric family

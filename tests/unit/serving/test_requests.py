@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
+from feature_pipelines.errors import RequestFieldError
 from feature_pipelines.serving.requests import (
     KeyColumn,
     RequestError,
     check_fields,
     entity_columns,
     feature_refs,
+    field_error,
     instant,
     parse_json,
 )
@@ -54,6 +57,38 @@ def test_bad_entities_name_the_field(entities: Any, field: str, message: str | N
         entity_columns(entities, KEYS, limit=2)
     assert (caught.value.status, caught.value.field) == (422, field)
     assert str(caught.value).endswith(".") and not str(caught.value).endswith("..")
+
+
+FIELDS = (KeyColumn("amount", "float64"), KeyColumn("channel", "string"))
+
+
+def test_request_fields_come_with_the_keys_and_may_be_null() -> None:
+    entities = [{**GOOD, "amount": 12.5, "channel": "web"}, {**GOOD, "amount": None, "channel": None}]
+    assert entity_columns(entities, KEYS, 2, FIELDS) == {"account_id": ["a1", "a1"], "merchant_id": ["m1", "m1"],
+                                                         "shard": [1, 1], "amount": [12.5, None], "channel": ["web", None]}
+
+
+@pytest.mark.parametrize("entity, field, message", [
+    ({**GOOD, "channel": "web"}, "entities[0].amount",
+     "entities[0] lacks request field 'amount' (float64, null allowed), which this spec's request features read; add it."),
+    ({**GOOD, "amount": 1, "channel": "web", "note": "x"}, "entities[0].note",
+     "entities[0]: 'note' is not a key column of this request; its key columns are ['account_id', 'merchant_id', "
+     "'shard'] and its request fields are ['amount', 'channel']."),
+    ({"account_id": "a1", "shard": 1, "amount": 1, "channel": "web"}, "entities[0].merchant_id",
+     "lacks key column 'merchant_id'"),  # keys first
+])
+def test_missing_or_extra_request_fields(entity: dict, field: str, message: str) -> None:
+    with pytest.raises(RequestError, match=re.escape(message)) as caught:
+        entity_columns([entity], KEYS, 2, FIELDS)
+    assert (caught.value.status, caught.value.field) == (422, field)
+
+
+def test_a_request_field_of_the_wrong_type_as_a_422() -> None:
+    """Field values are checked where the request features read them (`RequestFeatures.apply`), as
+    everywhere; its error becomes a 422 naming the entity's field."""
+    refused = field_error(RequestFieldError("amount", 3, "12.5", "a number or null"))
+    assert (refused.status, refused.field) == (422, "entities[3].amount")
+    assert refused.message == 'entities[3].amount must be a JSON number or null, not "12.5".'
 
 
 def test_long_values_are_cut_short_in_messages() -> None:

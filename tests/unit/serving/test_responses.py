@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from feature_pipelines.serving.requests import KeyColumn
-from feature_pipelines.serving.responses import body, feature_rows
+from feature_pipelines.serving.responses import body, feature_rows, iso_times
+from feature_pipelines.stores.online.codec import micros_to_datetime
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
 from feature_pipelines.stores.online.lookup import SetValues
 from tests.factories import feature_set
@@ -33,3 +34,23 @@ def test_rows_carry_values_status_and_ts_per_entity() -> None:
     payload = json.loads(body("r1", "model", MATERIALIZED_AT, ["users__x", "users__tier"], rows))
     assert payload == {"request_id": "r1", "retrieval_spec": "model", "at": "2024-02-19T23:59:59.999999+00:00",
                        "features": ["users__x", "users__tier"], "rows": rows}
+
+
+def test_request_fields_and_request_features_come_after_the_keys_and_the_fetched_values() -> None:
+    found = [SetValues(FeatureSelection(USERS, ("x",), ("x",)), ts_micros=np.array([TS, -1]),
+                       expired=np.array([False, False]), columns={"x": [2.0, None]})]
+    keys = [KeyColumn("user_id", "string"), KeyColumn("amount", "float64")]  # the key, then the request field
+    rows = feature_rows(keys, {"user_id": ["u1", "nobody"], "amount": [5.0, None]}, found, {"ratio": [2.5, None]})
+    assert [row["entity"] for row in rows] == [{"user_id": "u1", "amount": 5.0}, {"user_id": "nobody", "amount": None}]
+    assert [list(row["values"].items()) for row in rows] == [[("x", 2.0), ("ratio", 2.5)], [("x", None), ("ratio", None)]]
+
+
+def test_ts_text_is_what_datetime_isoformat_writes() -> None:
+    """Formatted by NumPy for the whole column, equal to a datetime's isoformat per value: with
+    and without a fraction of a second, from the epoch to year 9999."""
+    rng = np.random.default_rng(15)
+    micros = rng.integers(0, 253_402_300_799_999_999, 20_000)
+    micros[::2] -= micros[::2] % 1_000_000  # whole seconds: no fraction written
+    micros[:4] = [0, 1, 999_999, 253_402_300_799_999_999]
+    assert iso_times(micros) == [micros_to_datetime(m).isoformat() for m in micros.tolist()]
+

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/retrieval.py --observations --spark --skew 0.8 --skip-online
                                                                   # Spark only, Zipf-skewed entities
     .venv/bin/python benchmarks/retrieval.py --observations        # online lookups only
+    .venv/bin/python benchmarks/retrieval.py --observations --online-baseline DIR
+                                    # online, beside an older checkout's feature_pipelines/ in DIR
 
 Synthetic data: 3 feature sets x 10 float features, 100,000 entities, 90 daily windows,
 written as real offline Delta tables: 1,000,000 rows per set for the local engine, 9,000,000
@@ -15,10 +17,13 @@ the same data: pandas `merge_asof` done by hand, DuckDB `ASOF JOIN`, a naive Spa
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -186,9 +191,34 @@ def straightforward_decode(reply: list[bytes | None], moment_us: int, ttl_us: in
     return out
 
 
-def online_benchmark(workdir: Path, rng: np.random.Generator, calls: int, runs: int, sizes: list[int]) -> list[dict]:
+def baseline_api(checkout: Path, workdir: Path, client: redis.Redis):
+    """`FeatureStore` of an older checkout's `feature_pipelines` (say `git archive <commit>
+    feature_pipelines | tar -x -C <dir>`), imported beside ours as `feature_pipelines_baseline`
+    (its imports renamed), reading the same Redis: before and after timed in one loop."""
+    target = workdir / "baseline" / "feature_pipelines_baseline"
+    shutil.copytree(checkout / "feature_pipelines", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in target.rglob("*.py"):
+        path.write_text(re.sub(r"\bfeature_pipelines\b", "feature_pipelines_baseline", path.read_text()))
+    sys.path.insert(0, str(target.parent))
+    old = importlib.import_module("feature_pipelines_baseline")
+    wide = old.FeatureSet(
+        name=WIDE.name, version=WIDE.version, entities=[old.Entity("entity_id")],
+        source=old.Source(name=WIDE.source.name, path=WIDE.source.path, timestamp=WIDE.source.timestamp,
+                          columns=dict(WIDE.source.columns)),
+        features=[old.Feature(f.name, f.dtype) for f in WIDE.features], partitions=old.Partitions("daily", start="2024-01-01"),
+        temporal_join_lookback=WIDE.temporal_join_lookback)
+    catalog = importlib.import_module("feature_pipelines_baseline.spec.catalog")
+    stores = importlib.import_module("feature_pipelines_baseline.stores.offline.delta_store")
+    online = importlib.import_module("feature_pipelines_baseline.stores.online.redis_store")
+    return old.FeatureStore(catalog.Catalog([catalog.CatalogEntry(wide, Path("bench"))]),
+                            stores.DeltaOfflineStore(str(workdir / "unused")), online.RedisOnlineStore(client, "redis://127.0.0.1"))
+
+
+def online_benchmark(workdir: Path, rng: np.random.Generator, calls: int, runs: int, sizes: list[int],
+                     baseline: Path | None = None) -> list[dict]:
     """get_online_features (DataFrame and as_frame=False) and a bare redis-py MGET of the same
-    keys, interleaved call by call; p50/p99 per run, after a warm-up of the same calls."""
+    keys (and the baseline checkout's get_online_features, if given), interleaved call by call in
+    a shuffled order; p50/p99 per run, after a warm-up of the same calls."""
     process, client = start_redis(workdir)
     try:
         online = RedisOnlineStore(client, "redis://127.0.0.1")
@@ -201,24 +231,29 @@ def online_benchmark(workdir: Path, rng: np.random.Generator, calls: int, runs: 
         api = FeatureStore(Catalog([CatalogEntry(WIDE, Path("bench"))]), DeltaOfflineStore(str(workdir / "unused")), online)
         spec = [f"wide:1:{n}" for n in WIDE.feature_names]
         moment_us, ttl_us = int(NOW.timestamp() * 1e6), int(WIDE.ttl.total_seconds() * 1e6)
+        old = baseline_api(baseline, workdir, client) if baseline else None
+        ways = ["frame", "lists", "mget"] + (["old frame", "old lists"] if old else [])
         results = []
         for size in sizes:
             for run in range(runs):
-                times: dict[str, list[float]] = {"frame": [], "lists": [], "mget": []}
+                times: dict[str, list[float]] = {way: [] for way in ways}
                 warmup = 200
                 for call in range(warmup + calls):
                     ids = [f"e{i}" for i in rng.integers(0, ENTITIES, size)]
                     rows = [{"entity_id": e} for e in ids]
                     keys = [f"fs:wide:v1:{{{e}}}" for e in ids]
-                    order = ("frame", "lists", "mget") if call % 2 else ("mget", "lists", "frame")
                     out = {}
-                    for way in order:
+                    for way in rng.permutation(ways).tolist():
+                        by = old if way.startswith("old") else api
                         started = time.perf_counter()
                         if way == "mget":
                             out[way] = client.mget(keys)
                         else:
-                            out[way] = api.get_online_features(spec, rows, now=NOW, as_frame=way == "frame")
+                            out[way] = by.get_online_features(spec, rows, now=NOW, as_frame=way.endswith("frame"))
                         times[way].append(time.perf_counter() - started)
+                    if old:
+                        pd.testing.assert_frame_equal(out["frame"], out["old frame"], check_exact=True)
+                        assert out["lists"] == out["old lists"]
                     expected = straightforward_decode(out["mget"], moment_us, ttl_us)
                     frame, lists = out["frame"], out["lists"]
                     assert frame["entity_id"].tolist() == lists["entity_id"] == ids
@@ -239,14 +274,16 @@ def online_benchmark(workdir: Path, rng: np.random.Generator, calls: int, runs: 
 
 def print_online(results: list[dict]) -> None:
     ways = [("frame", "DataFrame"), ("lists", "as_frame=False"), ("mget", "bare MGET")]
-    print(f"{'entities':>9}{'run':>4}{'load':>6}" + "".join(f"{label + ' p50':>20}{'p99':>8}" for _, label in ways))
+    if "old frame p50" in results[0]:
+        ways += [("old frame", "old DataFrame"), ("old lists", "old as_frame=False")]
+    print(f"{'entities':>9}{'run':>4}{'load':>6}" + "".join(f"{label + ' p50':>23}{'p99':>7}" for _, label in ways))
     for r in results:
-        print(f"{r['entities']:>9}{r['run']:>4}{r['load']:>6}" + "".join(f"{r[w + ' p50']:>20.3f}{r[w + ' p99']:>8.3f}" for w, _ in ways))
+        print(f"{r['entities']:>9}{r['run']:>4}{r['load']:>6}" + "".join(f"{r[w + ' p50']:>23.3f}{r[w + ' p99']:>7.3f}" for w, _ in ways))
     print("median of the runs:")
     for size in sorted({r["entities"] for r in results}):
         mine = [r for r in results if r["entities"] == size]
         print(f"{size:>9}{'':>10}" + "".join(
-            f"{np.median([r[w + ' p50'] for r in mine]):>20.3f}{np.median([r[w + ' p99'] for r in mine]):>8.3f}" for w, _ in ways))
+            f"{np.median([r[w + ' p50'] for r in mine]):>23.3f}{np.median([r[w + ' p99'] for r in mine]):>7.3f}" for w, _ in ways))
 
 
 def fingerprint(frame, columns: list[str]) -> tuple[int, int, int]:
@@ -386,6 +423,8 @@ def main() -> None:
     parser.add_argument("--online-calls", type=int, default=2000, help="timed online calls per run and size")
     parser.add_argument("--online-runs", type=int, default=3)
     parser.add_argument("--online-sizes", type=int, nargs="+", default=[1, 100, 1000], help="entities per online call")
+    parser.add_argument("--online-baseline", type=Path, help="a folder holding an older checkout's feature_pipelines/ "
+                        "to time in the same loop (its frames are checked equal to ours)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(42)
@@ -420,8 +459,10 @@ def main() -> None:
     if not args.skip_online:
         print(f"\nonline lookups, {WIDE.key}: 50 float features, {ENTITIES:,} entities in Redis (1% null values, "
               f"2% of entities expired), {args.online_calls} calls per run after 200 warm-up calls, ms; "
-              "values checked equal to a straightforward decode of the MGET reply on every call")
-        print_online(online_benchmark(workdir, rng, args.online_calls, args.online_runs, args.online_sizes))
+              "values checked equal to a straightforward decode of the MGET reply on every call"
+              + (", and to the baseline's (frames equal, types included)" if args.online_baseline else ""))
+        print_online(online_benchmark(workdir, rng, args.online_calls, args.online_runs, args.online_sizes,
+                                      args.online_baseline))
     shutil.rmtree(workdir, ignore_errors=True)
 
 

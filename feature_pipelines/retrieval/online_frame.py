@@ -60,8 +60,9 @@ class OnlineFrameLayout:
 
 
 def column_of(series: pd.Series) -> ArrayLike:
-    """A column of an entity DataFrame, as it is (its type kept)."""
-    return series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
+    """A column of an entity DataFrame, its type kept; a copy, so the frame returned shares no
+    memory with the caller's."""
+    return series.to_numpy(copy=True) if isinstance(series.dtype, np.dtype) else series.array.copy()
 
 
 def list_column(values: list) -> ArrayLike:

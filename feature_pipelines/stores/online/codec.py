@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,6 @@ from feature_pipelines.errors import OnlineStoreError
 from feature_pipelines.spec.feature_set import FeatureSet
 
 TS_WIDTH = 20
-_HEADER = TS_WIDTH + 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _INTEGER = {"int64", "int32", "bool"}
 _FLOAT = {"float64", "float32"}
@@ -60,7 +59,7 @@ class DecodedValues:
     def lists(self, features: Sequence[str]) -> list[list]:
         """The values of each feature as Python objects (float, int, bool, str), None where null."""
         plan = self.codec.plan(features)
-        out: list[list] = [[]] * len(features)
+        out: list = [None] * len(features)
         for kind, rows, positions, null_rows in plan.numeric_groups:
             values = self.floats if kind == "f" else self.integers
             picked = values if rows is None else values[rows]
@@ -68,12 +67,12 @@ class DecodedValues:
                 picked = picked.astype(bool)
             nulls = self.nulls if null_rows is None else self.nulls[null_rows]
             rows_of, cells = np.nonzero(nulls)
-            if len(cells) * 8 > nulls.size:
-                # Many nulls: None into an object array, so the lists still come out in one call.
+            many = len(cells) * 8 > nulls.size
+            if many:  # None into an object array, so the lists still come out in one call
                 picked = picked.astype(object)
                 picked[nulls] = None
             columns = picked.tolist()
-            if len(cells) * 8 <= nulls.size:
+            if not many:  # a few None put in place
                 for row, cell in zip(rows_of.tolist(), cells.tolist()):
                     columns[row][cell] = None
             for position, column in zip(positions, columns):
@@ -143,7 +142,6 @@ class RowCodec:
     def __init__(self, feature_set: FeatureSet):
         self.numeric = [f for f in feature_set.features if f.dtype in _INTEGER | _FLOAT]
         self.other = [f for f in feature_set.features if f.dtype not in _INTEGER | _FLOAT]
-        self._bools = {f.name for f in self.numeric if f.dtype == "bool"}
         self._null_bytes = (len(self.numeric) + 7) // 8
         codes = "".join("q" if f.dtype in _INTEGER else "d" for f in self.numeric)
         self._struct = struct.Struct("<" + codes)
@@ -234,7 +232,8 @@ class RowCodec:
         head = np.frombuffer(heads, dtype=self._head)
         stored_ts = head["ts"].astype(np.int64)
         packed = head["nulls"]
-        if packed.any():
+        some_null = bool(packed.any())
+        if some_null:
             bits = np.unpackbits(packed, axis=1, count=len(self.numeric), bitorder="little")
             stored_nulls = np.ascontiguousarray(bits.T).view(bool)
         else:  # no value is null
@@ -253,7 +252,7 @@ class RowCodec:
             floats[:, present] = stored_floats
             integers, stored_integers = np.zeros((len(self._integer_rows), count), dtype=np.int64), integers
             integers[:, present] = stored_integers
-        if len(self._float_rows) and (not found or packed.any()):
+        if len(self._float_rows) and (some_null or not found):
             np.putmask(floats, nulls[self._float_rows], np.nan)
         other: list[list] = []
         if self.other:

@@ -1,7 +1,7 @@
 """The online store: the latest feature values per entity, in Redis.
 
 Each entity of a feature set version is one string key, `fs:<name>:v<version>:{<keys>}`,
-whose value starts with a fixed-width `ts` in microseconds (layout: `online_codec.py`).
+whose value starts with a fixed-width `ts` in microseconds (layout: `codec.py`).
 A Lua script compares the stored and new `ts` and writes only when the new one is greater
 or equal, so "newer wins" holds atomically inside Redis however publishes interleave.
 

@@ -90,6 +90,7 @@ def test_an_entity_frame_keeps_its_columns_and_index() -> None:
         "asked_at": pd.to_datetime(["2024-03-01", "2024-03-02", "2024-03-03"], utc=True).astype("datetime64[us, UTC]"),
         "n": pd.array([1, None, 3], dtype="Int64"),
         "day": pd.to_datetime(["2024-03-01", "2024-03-02", "2024-03-03"]),
+        "weight": [0.5, 1.0, 2.0],
     }, index=pd.Index([10, 20, 30], name="row"))
     values = [found(USER_SOME, rows["user_id"].tolist())]
     frame = OnlineFrameLayout(list(rows.columns), [USER_SOME]).frame(
@@ -97,6 +98,8 @@ def test_an_entity_frame_keeps_its_columns_and_index() -> None:
     pd.testing.assert_frame_equal(frame[list(rows.columns)], rows)
     pd.testing.assert_frame_equal(frame[list(USER_SOME.columns)],
                                   by_pandas({}, values, rows.index), check_exact=True)
+    frame.loc[10, "weight"] = 9.0  # the caller's frame is not written through the result
+    assert rows.loc[10, "weight"] == 0.5
 
 
 def test_no_entities() -> None:

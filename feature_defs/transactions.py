@@ -15,6 +15,7 @@ transactions_source = Source(
         "event_time": "timestamp",
     },
     description="Card transactions, one row per authorization.",
+    event_id="transaction_id",  # pushed and streamed events are applied once per id
 )
 
 transactions = FeatureSet(
@@ -32,7 +33,8 @@ transactions = FeatureSet(
     partitions=Partitions("daily", start="2024-01-01"),
     source_lookback="30d",
     temporal_join_lookback="45d",
-    materialization=Materialization(offline=True, online=True, delay="1h"),
+    # stream=True: pushed events reach the online values at once (README, "Real-time features").
+    materialization=Materialization(offline=True, online=True, delay="1h", stream=True),
     # Blocking checks: a window breaking these is not published online.
     quality=Quality(expectations={
         "amount_sum_1d": Expectation(max_null_rate=0.0, min=0),

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from feature_pipelines.errors import (
     CatalogError,
+    EventError,
+    EventLogError,
     FeatureStoreError,
     OfflineStoreError,
     OnlineStoreError,
@@ -52,6 +54,8 @@ __all__ = [
     "Aggregate",
     "CatalogError",
     "Entity",
+    "EventError",
+    "EventLogError",
     "Expectation",
     "Feature",
     "FeatureSet",

@@ -93,6 +93,25 @@ class RequestFeatureError(FeatureStoreError):
     declares: a bug in its definition, not in the request."""
 
 
+class EventError(FeatureStoreError):
+    """A pushed event breaks its source's declared schema. `row` and `column` say where (the server
+    answers `events[row].column`); nothing of the batch it came in was applied."""
+
+    def __init__(self, message: str, row: int | None = None, column: str | None = None):
+        super().__init__(message)
+        self.row, self.column = row, column
+
+    @property
+    def field(self) -> str:
+        """Where, as a request field: `events[3].amount`, `events[3]` or `events`."""
+        return "events" + (f"[{self.row}]" if self.row is not None else "") + (f".{self.column}" if self.column else "")
+
+
+class EventLogError(FeatureStoreError):
+    """The event log (Redis Streams) could not take or give events: Redis is down, or the log of a
+    source is full because the stream processor is behind. Nothing of the push was stored."""
+
+
 class QualityCheckError(FeatureStoreError):
     """A blocking quality check failed: the windows it failed on are quarantined (offline, never
     published online, refused by retrieval unless accepted)."""

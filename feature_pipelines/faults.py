@@ -16,6 +16,9 @@ OFFLINE_MID_WRITE = "offline.mid_write"  # data files are (being) written, nothi
 OFFLINE_AFTER_COMMIT = "offline.after_commit"  # the windows are committed, the window log not yet
 ONLINE_BEFORE_PUBLISH = "online.before_publish"  # offline committed and checked, Redis untouched
 ONLINE_MID_PUBLISH = "online.mid_publish"  # rows read from Delta, before a chunk goes to Redis
+STREAM_BEFORE_STATE_WRITE = "stream.before_state_write"  # rolling states read and merged, not written
+STREAM_AFTER_ONLINE = "stream.after_online"  # a micro-batch is online, not in the Delta source yet
+STREAM_AFTER_APPEND = "stream.after_append"  # online and in the Delta source, not acknowledged
 
 
 def fault_point(name: str) -> None:

@@ -162,7 +162,9 @@ def render(description: Description) -> str:
         f"  source_lookback: {declared['source_lookback']}   source_delay: {declared['source_delay']}   "
         f"temporal_join_lookback: {declared['temporal_join_lookback'] or 'none'}",
         f"  stores:          offline {'on' if materialization.offline else 'off'}, "
-        f"online {'on' if materialization.online else 'off'}; schedule "
+        f"online {'on' if materialization.online else 'off'}"
+        f"{f', streamed (events of source {source.name}, id {source.event_id})' if materialization.stream else ''}"
+        "; schedule "
         f"{'on' if materialization.schedule_enabled else 'off'} by default, "
         f"{format_duration(feature_set.schedule_delay)} after close",
         "  features:",

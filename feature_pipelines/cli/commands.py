@@ -394,7 +394,8 @@ def describe_feature_set(workspace: Workspace, name: str, version: int | None) -
 
 def _print_table(feature_sets: list, matched: dict[str, list[str]] | None = None) -> None:
     rows = [
-        (feature_set.key, ",".join(e.name for e in feature_set.entities), feature_set.partitions.cadence,
+        (feature_set.key, ",".join(e.name for e in feature_set.entities),
+         feature_set.partitions.cadence + ("+stream" if feature_set.materialization.stream else ""),
          str(len(feature_set.features)), ",".join(feature_set.owners),
          ", ".join(matched[feature_set.key]) if matched else feature_set.description)
         for feature_set in feature_sets
@@ -563,7 +564,7 @@ def online(workspace: Workspace, retrieval_spec: str, keys: tuple[str, ...], at:
 @click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Worker processes.")
 @click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), envvar="FEATURESTORE_SERVE_TOKENS_FILE",
-              default=None, help="Bearer tokens, hashed: lines `NAME SHA256 [SPEC,...]` (README, Serving).")
+              default=None, help="Bearer tokens, hashed: lines `NAME SHA256 [SPEC,push:SOURCE,...]` (README, Serving).")
 @click.option("--max-entities", type=click.IntRange(1), default=1000, show_default=True, help="Entities per request.")
 @click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable).")
@@ -582,6 +583,39 @@ def serve(workspace: Workspace, host: str, port: int, workers: int, tokens_file:
             redis_url=url, feature_defs_dir=workspace.settings.feature_defs_dir, host=host, port=port, workers=workers,
             tokens_file=tokens_file, tokens=os.environ.get(TOKENS_ENV), max_entities=max_entities,
             max_body_bytes=max_body_bytes, cors_origins=cors_origins, drain_timeout_s=drain_timeout))
+
+
+@main.command()
+@click.option("--group", default="featurestore", show_default=True,
+              help="Consumer group: processes of one group share the work; each group gets every event.")
+@click.option("--consumer", default=None, help="This process's name in the group (default: host-pid); a stable "
+                                               "name resumes its unacknowledged entries at once after a restart.")
+@click.option("--source", "sources", multiple=True, help="Only this source (repeatable; default: every streamed one).")
+@click.option("--allowed-lateness", default="1h", show_default=True,
+              help="Events older than now minus this go to the Delta source only, not online (e.g. 30m, 0).")
+@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Entries per micro-batch.")
+@click.option("--claim-idle", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds after which entries a dead consumer held are claimed.")
+@click.option("--log-every", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds between the JSON lines of counters and lag on stderr.")
+@click.pass_obj
+@_friendly
+def stream(workspace: Workspace, group: str, consumer: str | None, sources: tuple[str, ...], allowed_lateness: str,
+           batch_size: int, claim_idle: float, log_every: float) -> None:
+    """Apply pushed and streamed events to the online store and their Delta sources (README,
+    "Real-time features"); needs neither Spark nor Dagster. SIGTERM or Ctrl-C finish the
+    micro-batch in hand, then exit 0."""
+    from feature_pipelines.spec.durations import micros, parse_duration
+    from feature_pipelines.streaming.processor import StreamConfig
+    from feature_pipelines.streaming.run import run_processor
+
+    lateness = micros(parse_duration(allowed_lateness, field="--allowed-lateness"))
+    config = StreamConfig(group=group, consumer=consumer or "", batch_size=batch_size,
+                          claim_idle_ms=int(claim_idle * 1000), lateness_us=lateness)
+    settings = workspace.settings
+    with workspace.online_server() as url:
+        run_processor(workspace.catalog, url, settings.source_root, settings.source_storage_options or None, config,
+                      sources, log_every_s=log_every)
 
 
 def _run_dataset(workspace: Workspace, retrieval_spec: str, kind: str, config: dict[str, Any], verbose: bool) -> None:

@@ -53,7 +53,8 @@ def definition_metadata(feature_set: FeatureSet, file: Path | None, table_uri: s
         "source_delay": spec["source_delay"],
         "offline_table": MetadataValue.path(table_uri),
         "stores": ", ".join(
-            s for s, on in (("offline", feature_set.materialization.offline), ("online", feature_set.materialization.online)) if on
+            s for s, on in (("offline", feature_set.materialization.offline), ("online", feature_set.materialization.online),
+                            ("streamed", feature_set.materialization.stream)) if on
         ),
     }
     if file is not None:

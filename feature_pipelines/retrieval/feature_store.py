@@ -34,6 +34,9 @@ from feature_pipelines.spec.retrieval_spec import FeatureSelection, RetrievalSpe
 from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.online.lookup import lookup
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
+from feature_pipelines.streaming.log import RedisStreamLog, max_entries_from_env
+from feature_pipelines.streaming.push import Pusher
+from feature_pipelines.streaming.sources import PushSources
 
 if TYPE_CHECKING:
     from feature_pipelines.retrieval.spark_engine import SparkJoin
@@ -70,6 +73,7 @@ class FeatureStore:
         self._spark_join: SparkJoin | None = None  # built when Spark first joins: no JVM before
         self._resolved: dict[tuple, tuple[list[FeatureSelection], RequestFeatures]] = {}
         self._online_layouts: dict[tuple, tuple[list[FeatureSelection], OnlineFrameLayout]] = {}
+        self._push: Pusher | None = None  # built on the first push
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, online: RedisOnlineStore | None = None) -> "FeatureStore":
@@ -275,6 +279,25 @@ class FeatureStore:
         for name, values in computed.items():
             frame[name] = values  # typed as pd.DataFrame(dict) would
         return frame
+
+    # --- push -----------------------------------------------------------------------------------
+
+    def push(self, source_name: str, events: Any) -> int:
+        """Append events of a streamed source to its event log, for the stream processor to apply
+        online and append to the source's Delta table; how many were accepted.
+
+        `events`: a list of dicts, a pandas DataFrame or a pyarrow Table of the source's declared
+        columns (event times UTC-aware). A bad event refuses the whole batch (EventError naming
+        its row and column); the batch is appended all or nothing (EventLogError when Redis is
+        down or the log is full).
+        """
+        if self.online is None:
+            raise RetrievalError("no online store configured; set REDIS_URL or pass online=RedisOnlineStore(...): "
+                                 "pushed events go to the event log in that Redis.")
+        if self._push is None:
+            self._push = Pusher(PushSources(self.catalog),
+                                RedisStreamLog(self.online.client, self.online.url, max_entries_from_env()))
+        return self._push.push(source_name, events)
 
     def _online_layout(self, given: list[str], selections: list[FeatureSelection]) -> OnlineFrameLayout:
         """The frame layout of a resolved spec (`resolve` returns the same list per spec) and entity columns."""

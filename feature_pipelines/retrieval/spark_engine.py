@@ -179,8 +179,9 @@ class SparkJoin:
             return self.spark.createDataFrame([], _spark_schema(feature))
         # No partition discovery: the join reads no window_key, and the files of different runs sit
         # in different run folders (`run-<id>/window_key=.../`), which discovery takes for
-        # conflicting table roots.
-        return self.spark.read.option("recursiveFileLookup", "true").parquet(*files).select(*columns)
+        # conflicting table roots. The schema is the spec's: inferring it would cost a Spark job.
+        return (self.spark.read.schema(_spark_schema(feature)).option("recursiveFileLookup", "true")
+                .parquet(*files).select(*columns))
 
 
 def _append_to_batches(batches: Iterator[pd.DataFrame], request: RequestFeatures) -> Iterator[pd.DataFrame]:
@@ -201,7 +202,7 @@ def _request_feature_failure(exc: Exception) -> FeatureStoreError | None:
 
 
 def _spark_schema(feature: FeatureSpan) -> T.StructType:
-    """The Spark schema of the columns the join reads, for a span without rows."""
+    """The Spark schema of the columns the join reads (the offline table's types)."""
     feature_set = feature.selection.feature_set
     dtypes = {e.name: e.dtype for e in feature_set.entities} | {f.name: f.dtype for f in feature_set.features}
     dtypes[feature_set.timestamp] = "timestamp"

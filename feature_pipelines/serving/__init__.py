@@ -4,6 +4,6 @@ Thin over the layers below: request parsing, authentication and responses live h
 lookups are the online store's (`stores/online/lookup.py`), the same code that answers
 `FeatureStore.get_online_features` in process.
 
-May import: `spec`, `stores` (the online store only), and the top-level modules. Never Dagster,
+May import: `spec`, `stores` (the online store only), `streaming` (pushed events), and the top-level modules. Never Dagster,
 Spark, `compute` or the offline store: the server needs none of them, so it starts in a second or two.
 """

@@ -29,6 +29,8 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()  # (endpoint, status)
         self.latency: dict[str, Histogram] = {}
         self.statuses: Counter[tuple[str, str]] = Counter()  # (feature set, present/not_found/expired)
+        self.events_pushed: Counter[str] = Counter()  # source -> events appended to its log
+        self.pushes_refused: Counter[tuple[str, str]] = Counter()  # (source, invalid/unavailable)
         self.entities = 0
         self.redis_errors = 0
         self.request_feature_errors = 0
@@ -57,6 +59,13 @@ class Metrics:
         lines += _family("values_total", "counter", "Feature set values looked up, by feature set and status.")
         for (feature_set, status), count in sorted(self.statuses.items()):
             lines.append(_sample("values_total", count, feature_set=feature_set, status=status))
+        lines += _family("events_pushed_total", "counter", "Events appended to the event log by POST /push, by source.")
+        for source, count in sorted(self.events_pushed.items()):
+            lines.append(_sample("events_pushed_total", count, source=source))
+        lines += _family("pushes_refused_total", "counter", "Pushes refused, by source and reason: invalid (a bad event, "
+                         "422) or unavailable (Redis down or the log full, 503).")
+        for (source, reason), count in sorted(self.pushes_refused.items()):
+            lines.append(_sample("pushes_refused_total", count, source=source, reason=reason))
         for name, kind, help_text, value in (
             ("entities_total", "counter", "Entities looked up.", self.entities),
             ("redis_errors_total", "counter", "Requests that failed because Redis could not be read.",

@@ -1,12 +1,13 @@
 """The OpenAPI document the feature server publishes (`/openapi.json`), written from what it
 serves: one path per retrieval spec, with its key columns, request fields and features (request
-features last), and the docs page (`/docs`)."""
+features last), one push path per streamed source with its columns, and the docs page (`/docs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from feature_pipelines.serving.specs import Served, ServedCatalog
+from feature_pipelines.streaming.sources import PushSource, PushSources
 
 _JSON_TYPE = {"string": "string", "int64": "integer", "int32": "integer", "float64": "number", "float32": "number",
               "bool": "boolean", "timestamp": "string", "date": "string"}
@@ -49,6 +50,9 @@ def openapi_document(served: ServedCatalog, max_entities: int, secured: bool) ->
             {"type": "object", "additionalProperties": False, "required": ["entities"], "properties": {
                 "entities": {"type": "array", "maxItems": max_entities, "items": _entity(spec)}, "at": _AT}},
             _values(spec), name)}
+    pushed = PushSources(served.catalog)
+    for name in pushed.names():
+        paths[f"/push/{name}"] = {"post": _push(pushed.get(name))}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Feature server", "version": "1",
@@ -121,6 +125,40 @@ def _post(summary: str, request: dict[str, Any], values: dict[str, Any], spec: s
             "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
             "responses": {"200": {"description": "One row per entity, in order.",
                                   "content": {"application/json": {"schema": _response(values, spec)}}}, **errors}}
+
+
+def _push(pushed: PushSource) -> dict[str, Any]:
+    """The push endpoint of one streamed source: its events are objects of the source's columns."""
+    source = pushed.source
+    required = {source.timestamp, *pushed.keys, *([source.event_id] if source.event_id else [])}
+    properties = {}
+    for column, dtype in source.columns.items():
+        schema: dict[str, Any] = {"type": _JSON_TYPE[dtype] if column in required else [_JSON_TYPE[dtype], "null"]}
+        if dtype in ("timestamp", "date"):
+            schema["format"] = "date-time" if dtype == "timestamp" else "date"
+        properties[column] = schema
+    event = {"type": "object", "additionalProperties": False, "required": list(source.columns), "properties": properties}
+    errors = {
+        "401": "No token, or an unknown one (when tokens are configured).",
+        "403": "The token may not push to this source.",
+        "413": "The body is larger than the server's --max-body-bytes.",
+        "422": "An event is wrong: `error.field` names it (`events[3].amount`); nothing of the push was appended.",
+        "503": "The event log cannot take the events (Redis down, or the log full: the stream processor is behind); "
+               "nothing was appended.",
+    }
+    sets = ", ".join(f"`{fs.key}`" for fs in pushed.feature_sets)
+    return {"summary": f"Append events of source `{source.name}` to its event log, all or none, for the stream "
+                       f"processor of {sets}. Each event is identified by its `{source.event_id}`.",
+            "operationId": f"push_{source.name}",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["events"],
+                "properties": {"events": {"type": "array", "items": event}}}}}},
+            "responses": {"200": {"description": "How many events were appended.", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"request_id": {"type": "string"},
+                                                            "source": {"const": source.name},
+                                                            "accepted": {"type": "integer"}}}}}},
+                          **{code: {"description": text, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/Error"}}}} for code, text in errors.items()}}}
 
 
 def _get(summary: str, ok: str, more: dict[str, str] | None = None, media: str = "application/json") -> dict[str, Any]:

@@ -47,6 +47,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise RequestError(400, f"the body is not valid JSON ({exc}); send an object like "
                                 '{"entities": [{"account_id": "a000001"}]}', "body") from exc
+    except RecursionError as exc:  # nesting deeper than Python's recursion limit
+        raise RequestError(400, "the body nests JSON too deeply; send an object like "
+                                '{"entities": [{"account_id": "a000001"}]}', "body") from exc
     if not isinstance(data, dict):
         raise RequestError(400, f"the body is a JSON {_kind(data)}, not an object; send an object like "
                                 '{"entities": [{"account_id": "a000001"}]}', "body")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -83,6 +84,9 @@ class Source:
     `columns` declares the schema the source must have; it is checked before any compute.
     `timezone` may be set only for a source whose timestamp column is naive: its values are
     then read as local times in that zone and converted to UTC.
+    `event_id` names the column that identifies an event (a transaction id): pushed and streamed
+    events are applied once by it, however often they are delivered. A feature set that streams
+    (`Materialization(stream=True)`) needs it.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Source:
     format: Literal["delta", "parquet"] = "delta"
     timezone: str | None = None
     description: str = ""
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         _check_identifier(self.name, "source")
@@ -111,6 +116,14 @@ class Source:
                 f"source {self.name!r}: timestamp column {self.timestamp!r} is declared as "
                 f"{columns[self.timestamp]!r}; declare it as 'timestamp'."
             )
+        if self.event_id is not None:
+            _check_identifier(self.event_id, f"source {self.name!r} event_id column")
+            if self.event_id not in columns:
+                raise SpecError(f"source {self.name!r}: event_id {self.event_id!r} is not one of its columns "
+                                f"{sorted(columns)}; declare it in columns= or name another column.")
+            if columns[self.event_id] not in ("string", "int64", "int32"):
+                raise SpecError(f"source {self.name!r}: event_id {self.event_id!r} is {columns[self.event_id]!r}; an "
+                                "event id must be a string, int64 or int32 column.")
         object.__setattr__(self, "columns", columns)
 
 
@@ -203,13 +216,15 @@ class Materialization:
 
     The schedule materializes the last complete window `delay` after it closes, to allow for
     late data (default: 1h for daily windows, 10m for hourly ones). `schedule_enabled` is the
-    schedule's default status in Dagster.
+    schedule's default status in Dagster. `stream=True` also keeps the online values fresh from
+    pushed and streamed events (README, "Real-time features"); the windows stay the truth.
     """
 
     offline: bool = True
     online: bool = True
     delay: str | None = None
     schedule_enabled: bool = False
+    stream: bool = False
 
     def __post_init__(self) -> None:
         if self.delay is not None:
@@ -374,6 +389,7 @@ class FeatureSet:
         self._check_expectations(where)
         self._check_lineage(where)
         self._check_timing(where)
+        self._check_stream(where)
         if self.aggregates:
             longest = max((w for a in self.aggregates for w in a.windows), key=lambda w: parse_duration(w, field="window"))
             if self.lookback < parse_duration(longest, field="window"):
@@ -455,6 +471,24 @@ class FeatureSet:
                 f"{where}: quality.freshness {written_deadline} is not longer than materialization.delay "
                 f"{written_delay}: the schedule only starts after the delay; give the run time to finish."
             )
+
+    def _check_stream(self, where: str) -> None:
+        """A streamed set is one the stream processor can compute exactly, event by event."""
+        if not self.materialization.stream:
+            return
+        if not self.materialization.online:
+            raise SpecError(f"{where}: materialization.stream=True needs online=True: streamed values are written to "
+                            "the online store; set online=True, or drop stream=True.")
+        if self.transform is not None:
+            raise SpecError(f"{where}: a custom Spark transform cannot stream (it runs on whole windows in Spark); "
+                            "stream declarative aggregates or copied columns instead, or drop stream=True.")
+        if self.source.event_id is None:
+            raise SpecError(f"{where}: materialization.stream=True needs the source {self.source.name!r} to name "
+                            "its event id column (Source(event_id=...)), so a redelivered event is applied once.")
+        if self.delay:
+            raise SpecError(f"{where}: materialization.stream=True needs source_delay 0, not "
+                            f"{as_written(self.source_delay)}: a streamed value is available as soon as it is "
+                            "applied; drop the delay, or drop stream=True.")
 
     def _check_source_columns(self, where: str) -> None:
         if self.transform is not None:
@@ -539,7 +573,7 @@ class FeatureSet:
             lineage[feature.name] = feature.derived_from or ((feature.name,) if passthrough else ())
         return {column: sources for column, sources in lineage.items() if sources}
 
-    @property
+    @cached_property  # read on every online lookup: parse the duration once per spec object
     def ttl(self) -> timedelta | None:
         if self.temporal_join_lookback is None:
             return None
@@ -560,6 +594,7 @@ class FeatureSet:
             "temporal_join_lookback": as_written(self.temporal_join_lookback) if self.ttl else None,
             "source_delay": as_written(self.source_delay),
             "compute": "aggregates" if self.aggregates else ("transform" if self.transform else "passthrough"),
+            "stream": self.materialization.stream,
         }
 
 

@@ -46,6 +46,9 @@ def spark() -> Iterator[SparkSession]:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
+        # The tests' tables have up to ~100 window files: list them on the driver instead of in
+        # a Spark job per read (what Spark does past 32 paths, for object stores).
+        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000")
     )
     for key, value in {**SESSION_SETTINGS, **LOCAL_SPARK_NETWORK}.items():
         builder = builder.config(key, value)

@@ -196,9 +196,13 @@ NO_AMOUNT = ("observations lack request field(s) ['amount'] that request feature
      "--as-of '2024-01-20T00:00:00' has no time zone; add one, e.g. 2024-02-01T00:00:00+00:00"),
     (["list"], {"FEATURE_DEFS_DIR": "{root}/late_defs"},
      "{root}/late_defs/late.py: feature set 'late': temporal_join_lookback 1d is shorter than source_delay 2d"),
+    (["stream", "--allowed-lateness", "5x"], {}, "--allowed-lateness: cannot read duration '5x'; write a number and"),
+    (["stream", "--source", "accounts"], {}, "source 'accounts' takes no pushed events: no feature set that reads it "
+                                            "streams; set materialization=Materialization(stream=True) on one of"),
 ], ids=["bad date", "end before start", "unknown set", "backfill end before start", "status bad date",
         "unknown version", "source lacks a column", "backfill source lacks a column", "observations lack a key",
-        "entities lack a key", "observations lack a request field", "naive as-of", "lookback shorter than delay"])
+        "entities lack a key", "observations lack a request field", "naive as-of", "lookback shorter than delay",
+        "stream bad lateness", "stream a source nothing streams"])
 def test_bad_cli_input(bad_cli: BadCli, args: list[str], env: dict[str, str], message: str) -> None:
     """Every error a user causes: one line `error: ...` ending in one period, exit 1, no
     traceback, and nothing recorded: no run, no backfill (the checks come before the run)."""

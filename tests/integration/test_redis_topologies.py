@@ -20,6 +20,7 @@ from feature_pipelines.stores.offline.delta_store import DeltaOfflineStore
 from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from tests.factories import feature_set
+from tests.integration.test_stream_state import SMALL, check_newer_wins_and_generations
 from tests.helpers import free_ports, wait_for_redis
 
 pytestmark = [
@@ -156,6 +157,10 @@ def check_store(store: RedisOnlineStore, tmp_path: Path) -> None:
     assert result.repaired == ("2024-01-01",) and result.written == len(USERS)
     assert {v.features["x"] for v in store.read(SCORES, [[u] for u in USERS])} == {2.0}
 
+    # Streamed rows with their rolling states (one script call per slot on a cluster).
+    store.delete_version(SMALL)
+    check_newer_wins_and_generations(store, USERS)  # 1200: some share a slot
+
 
 def test_online_store_on_a_three_node_cluster(cluster_url: str, tmp_path: Path) -> None:
     store = RedisOnlineStore.from_url(cluster_url, socket_timeout=10)
@@ -165,6 +170,7 @@ def test_online_store_on_a_three_node_cluster(cluster_url: str, tmp_path: Path) 
     slots = {store.client.keyslot(k) for k in store.keys(SCORES, [[u] for u in USERS])}
     nodes = {store.client.get_node_from_key(k).name for k in store.keys(SCORES, [[u] for u in USERS])}
     assert len(slots) > 1000 and len(nodes) == 3  # the values really are spread over the cluster
+    assert store.client.keyslot(store.state_key(SCORES, ["u7"])) == store.client.keyslot(score_key)
     check_store(store, tmp_path)
     check_server_connection(store, cluster_url)
 

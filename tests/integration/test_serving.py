@@ -36,6 +36,8 @@ from feature_pipelines.retrieval.feature_store import FeatureStore
 from feature_pipelines.serving.tokens import hash_token
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 from feature_pipelines.stores.publish import publish_windows
+from feature_pipelines.streaming.events import validate_events
+from feature_pipelines.streaming.log import stream_key
 from tests.helpers import BIN, MATERIALIZED_AT, PROJECT_DIR, RedisProcess, free_ports
 
 pytestmark = pytest.mark.integration
@@ -45,9 +47,13 @@ SPEC_FILE = PROJECT_DIR / "feature_defs" / "retrieval_specs" / f"{SPEC}.yaml"
 KEYS = ["account_id", "merchant_id"]
 GIVEN = [*KEYS, "amount"]  # what each entity of a fraud_model request gives: its keys and the request field
 SETS = ["transactions_v1", "accounts_v1", "merchants_v1"]
-TOKENS = {"full": "full-secret", "fraud": "fraud-only-secret", "churn": "churn-only-secret"}
+TOKENS = {"full": "full-secret", "fraud": "fraud-only-secret", "churn": "churn-only-secret", "feed": "feed-secret"}
 TOKEN_ENTRIES = (f"full {hash_token(TOKENS['full'])}; fraud {hash_token(TOKENS['fraud'])} {SPEC}; "
-                 f"churn {hash_token(TOKENS['churn'])} churn_model")
+                 f"churn {hash_token(TOKENS['churn'])} churn_model; feed {hash_token(TOKENS['feed'])} push:transactions")
+# A transaction of the example source, as POST /push/transactions takes it.
+EVENT = {"transaction_id": "t-push-1", "account_id": "a000001", "merchant_id": "m00001", "amount": 12.5, "channel": "web",
+         "event_time": "2024-02-19T12:00:00+01:00"}
+PUSH_LOG = stream_key("transactions")
 MAX_ENTITIES, MAX_BODY = 200, 65_536
 TIMEOUT = 30  # seconds for any one HTTP call
 ORIGIN = "https://models.example"  # the one origin browsers may call from (CORS is off without --cors-origin)
@@ -319,10 +325,16 @@ FRAUD_ENTITY = {"entities": [{"account_id": "a000001", "merchant_id": "m00001", 
     ("GET", "/ready", "", 401), ("GET", "/metrics", "", 401), ("GET", "/openapi.json", "", 401), ("GET", "/docs", "", 401),
     ("GET", "/ready", TOKENS["fraud"], 200), ("GET", "/metrics", TOKENS["fraud"], 200),
     ("GET", "/openapi.json", TOKENS["full"], 200), ("GET", "/docs", TOKENS["full"], 200),
+    ("POST", "/push/transactions", "", 401),
+    ("POST", "/push/transactions", TOKENS["full"], 200),  # no limits: it may push too
+    ("POST", "/push/transactions", TOKENS["feed"], 200),  # limited to pushing to this source
+    ("POST", "/push/transactions", TOKENS["fraud"], 403),  # limited to a spec: it pushes nothing
+    ("POST", f"/features/{SPEC}", TOKENS["feed"], 403),  # a push token reads nothing
+    ("POST", "/features", TOKENS["feed"], 403),
 ])
 def test_tokens(server: Server, method: str, path: str, token: str, status: int) -> None:
     payload = {"entities": [GOOD_ROW], "features": ["accounts:1:*", "merchants:1:*"]} if path == "/features" \
-        else FRAUD_ENTITY
+        else {"events": [EVENT]} if path.startswith("/push/") else FRAUD_ENTITY
     response = server.get(path, token=token) if method == "GET" else server.post(path, payload, token=token)
     assert response.status_code == status, response.text
     if status in (401, 403):
@@ -372,8 +384,24 @@ SPEC_ROW = {**GOOD_ROW, "amount": 12.5}  # fraud_model's request feature reads t
      422, "entities[0].merchant_id"),  # only the listed sets' keys
     ("/features", {"features": ["accounts:1:*"], "entities": [{"account_id": "a1", "amount": 1.0}]},
      422, "entities[0].amount"),  # an explicit list has no request features
+    ("/push/transactions", b"[", 400, "body"),
+    ("/push/transactions", {}, 422, "events"),
+    ("/push/transactions", {"events": [EVENT], "at": "now"}, 422, "at"),
+    ("/push/transactions", {"events": {"0": EVENT}}, 422, "events"),
+    ("/push/transactions", {"events": [EVENT, "t2"]}, 422, "events[1]"),
+    ("/push/transactions", {"events": [EVENT, {**EVENT, "amount": "12.5"}]}, 422, "events[1].amount"),
+    ("/push/transactions", {"events": [{**EVENT, "event_time": "2024-02-19T12:00:00"}]}, 422, "events[0].event_time"),
+    ("/push/transactions", {"events": [EVENT, EVENT, {**EVENT, "account_id": None}]}, 422, "events[2].account_id"),
+    ("/push/transactions", {"events": [{**EVENT, "transaction_id": None}]}, 422, "events[0].transaction_id"),
+    ("/push/transactions", {"events": [{k: v for k, v in EVENT.items() if k != "channel"}]}, 422, "events[0].channel"),
+    ("/push/transactions", {"events": [{**EVENT, "country": "DE"}]}, 422, "events[0].country"),
+    ("/push/transactions", {"events": [EVENT] * 1000}, 413, "body"),
+    ("/push/payments", {"events": [EVENT]}, 404, "source"),  # no feature set reads it
+    ("/push/accounts", {"events": [EVENT]}, 409, "source"),  # read, but by no streamed set
 ])
-def test_bad_input_is_a_4xx_naming_the_field(server: Server, path: str, body: Any, status: int, field: str) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(server: Server, materialized_store: FeatureStore, path: str, body: Any,
+                                             status: int, field: str) -> None:
+    logged = materialized_store.online.client.xlen(PUSH_LOG)
     if isinstance(body, (dict, list)):
         response = server.post(path, body, headers={"X-Request-ID": "bad-input-1"})
     else:
@@ -384,6 +412,32 @@ def test_bad_input_is_a_4xx_naming_the_field(server: Server, path: str, body: An
     assert answer["error"]["message"].endswith(".") and not answer["error"]["message"].endswith("..")
     assert answer["request_id"] == response.headers["X-Request-ID"] == "bad-input-1"
     assert server.get("/health").status_code == 200
+    assert materialized_store.online.client.xlen(PUSH_LOG) == logged  # nothing of a refused push is appended
+
+
+def test_push_appends_the_events_to_the_source_log(server: Server, materialized_store: FeatureStore) -> None:
+    """POST /push/transactions appends the events, in the event log's form (times in UTC), as
+    FeatureStore.push does; it is counted in /metrics and described in /openapi.json."""
+    client = materialized_store.online.client
+    logged = client.xlen(PUSH_LOG)
+    events = [{**EVENT, "transaction_id": f"t-push-{i}", "amount": i * 1.5, "channel": None} for i in range(3)]
+    response = server.post("/push/transactions", {"events": events}, headers={"X-Request-ID": "push-1"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"request_id": "push-1", "source": "transactions", "accepted": 3}
+    stored = [json.loads(fields[b"event"]) for _, fields in client.xrange(PUSH_LOG)][logged:]
+    assert stored == [{**event, "event_time": "2024-02-19T11:00:00+00:00"} for event in events]
+    assert stored == list(validate_events(materialized_store.catalog.get("transactions").source, events).events)
+    refused = server.post("/push/transactions", {"events": [*events, {**EVENT, "amount": "x"}]})
+    assert refused.status_code == 422 and client.xlen(PUSH_LOG) == logged + 3
+    assert server.metric('featurestore_serve_events_pushed_total{source="transactions"}') >= 3
+    assert server.metric('featurestore_serve_pushes_refused_total{source="transactions",reason="invalid"}') >= 1
+    assert server.metric('featurestore_serve_requests_total{endpoint="/push/{source}",status="200"}') >= 1
+    operation = server.get("/openapi.json").json()["paths"]["/push/transactions"]["post"]
+    event = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["events"]["items"]
+    assert event["required"] == list(EVENT) and event["properties"]["account_id"]["type"] == "string"
+    assert event["properties"]["amount"]["type"] == ["number", "null"] and set(operation["responses"]) >= {
+        "200", "401", "403", "413", "422", "503"}
+    assert "/push/accounts" not in server.get("/openapi.json").json()["paths"]  # no streamed set reads it
 
 
 def test_wrong_paths_and_methods_answer_json(server: Server) -> None:
@@ -484,6 +538,10 @@ def test_redis_down_is_a_503_then_served_again_and_sigterm_drains(
             assert down.status_code == 503, down.text
             assert f"reading Redis {own.url} failed" in down.json()["error"]["message"]
             assert running.metric("featurestore_serve_redis_errors_total") >= 2
+            pushed = running.post("/push/transactions", {"events": [EVENT]})
+            assert pushed.status_code == 503, pushed.text
+            assert pushed.json()["error"]["message"].startswith(
+                f"appending 1 event(s) to the event log of source 'transactions' in Redis {own.url} failed: ")
 
             own.start()  # the same port and data
             deadline = time.monotonic() + 30
@@ -492,6 +550,7 @@ def test_redis_down_is_a_503_then_served_again_and_sigterm_drains(
                 time.sleep(0.1)
             after = running.post("/features", request)
             assert after.status_code == 200 and after.json()["rows"] == before.json()["rows"]
+            assert running.post("/push/transactions", {"events": [EVENT]}).json()["accepted"] == 1
 
             _sigterm_drains_a_request_in_flight(running, request, before.json()["rows"])
         finally:

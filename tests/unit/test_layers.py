@@ -18,12 +18,16 @@ ALLOWED = {
     "planning": {"spec"},
     "stores": {"spec", "planning"},
     "compute": {"spec", "planning", "stores"},
-    "retrieval": {"spec", "planning", "stores", "compute"},
-    "orchestration": {"spec", "planning", "stores", "compute", "retrieval"},
-    "cli": {"spec", "planning", "stores", "compute", "retrieval", "orchestration", "serving"},
-    # Beside the layers: the feature server reads the online store only, and starts without Spark.
-    "serving": {"spec", "stores"},
+    "retrieval": {"spec", "planning", "stores", "compute", "streaming"},  # FeatureStore.push
+    "orchestration": {"spec", "planning", "stores", "compute", "retrieval", "streaming"},
+    "cli": {"spec", "planning", "stores", "compute", "retrieval", "orchestration", "serving", "streaming"},
+    # Beside the layers: the feature server reads the online store only, and starts without Spark;
+    # it pushes events through streaming/, which needs no more than it does.
+    "serving": {"spec", "stores", "streaming"},
+    "streaming": {"spec", "stores"},
 }
+# Beside the layers, never Spark or Delta (and never Dagster, checked below for every layer).
+NO_SPARK_OR_DELTA = {"serving", "streaming"}
 DAGSTER = ("dagster", "dagster_pyspark", "dagster_postgres", "dagster_webserver")
 
 
@@ -72,6 +76,15 @@ def test_only_orchestration_and_cli_import_dagster() -> None:
         str(path.relative_to(PACKAGE)) for path in _sources()
         if any(m.split(".")[0] in DAGSTER for m in _imports(path))
         and path.relative_to(PACKAGE).parts[0] not in allowed and path.name != "definitions.py"
+    ]
+    assert offenders == []
+
+
+def test_serving_and_streaming_import_no_spark_or_delta() -> None:
+    offenders = [
+        str(path.relative_to(PACKAGE)) for path in _sources()
+        if path.relative_to(PACKAGE).parts[0] in NO_SPARK_OR_DELTA
+        and any(m.split(".")[0] in ("pyspark", "py4j", "deltalake") for m in _imports(path))
     ]
     assert offenders == []
 

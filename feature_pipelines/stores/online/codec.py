@@ -1,6 +1,11 @@
 """The byte layout of one online value, chosen for fast bulk decoding.
 
     <ts: 20 ASCII digits, microseconds since the epoch> "|" <null bitmap> <numbers> <JSON of the rest>
+    <ts> "+" <null bitmap> <numbers> <JSON of the rest> <valid_until: 20 ASCII digits>
+
+The second form is a streamed row (see `stream_state.py`): its values hold until `valid_until`,
+the next instant at which an aggregate changes, after which a lookup evaluates the entity's
+rolling state instead. Rows published from the offline store have the first form.
 
 Numbers (ints and bools as int64, floats as float64) are fixed-width little-endian, so the heads
 of a whole MGET reply decode as one NumPy array, straight into one array per type with a row per
@@ -13,9 +18,9 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -24,6 +29,7 @@ from feature_pipelines.errors import OnlineStoreError
 from feature_pipelines.spec.feature_set import FeatureSet
 
 TS_WIDTH = 20
+PLAIN, UNTIL = b"|", b"+"  # the byte after ts: without, or with a valid_until at the end
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _INTEGER = {"int64", "int32", "bool"}
 _FLOAT = {"float64", "float32"}
@@ -43,6 +49,7 @@ class DecodedValues:
     integers: np.ndarray  # (int and bool features, entities) int64; 0 where null
     nulls: np.ndarray  # (numeric features, entities) bool, in RowCodec.numeric order
     other: list[list]  # per string, date or timestamp feature: values (ISO strings for times), None where null
+    valid_until_micros: np.ndarray  # (entities,) int64; -1 where the row holds no valid_until (or nothing is stored)
 
     def hide(self, rows: np.ndarray) -> None:
         """Make every value of the entities where `rows` (bool) is true null, in place."""
@@ -55,6 +62,18 @@ class DecodedValues:
         for column in self.other:
             for i in where:
                 column[i] = None
+
+    def put(self, rows: np.ndarray, fresh: "DecodedValues") -> None:
+        """Take the values of `fresh` (decoded by the same codec, one per index in `rows`) for
+        those entities, in place."""
+        self.ts_micros[rows] = fresh.ts_micros
+        self.valid_until_micros[rows] = fresh.valid_until_micros
+        self.floats[:, rows] = fresh.floats
+        self.integers[:, rows] = fresh.integers
+        self.nulls[:, rows] = fresh.nulls
+        for column, values in zip(self.other, fresh.other):
+            for i, value in zip(rows.tolist(), values):
+                column[i] = value
 
     def lists(self, features: Sequence[str]) -> list[list]:
         """The values of each feature as Python objects (float, int, bool, str), None where null."""
@@ -187,9 +206,13 @@ class RowCodec:
         if ts.tzinfo is None:
             raise OnlineStoreError(f"timestamp {ts!r} cannot be published: it must be UTC-aware.")
         delta = ts - _EPOCH
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return self.encode_micros((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds, record)
+
+    def encode_micros(self, micros: int, record: Mapping[str, Any], valid_until_micros: int | None = None) -> bytes:
+        """The value of `record` at `micros` (its ts); with `valid_until_micros`, a streamed row."""
         if micros < 0:
-            raise OnlineStoreError(f"timestamp {ts.isoformat()} cannot be published: it is before 1970.")
+            raise OnlineStoreError(f"timestamp {(_EPOCH + timedelta(microseconds=micros)).isoformat()} cannot be "
+                                   "published: it is before 1970.")
         nulls = 0
         numbers = []
         for i, feature in enumerate(self.numeric):
@@ -199,20 +222,42 @@ class RowCodec:
                 numbers.append(0)
             else:
                 numbers.append(int(value) if feature.dtype in _INTEGER else float(value))
-        head = f"{micros:0{TS_WIDTH}d}|".encode() + nulls.to_bytes(self._null_bytes, "little")
+        bar = PLAIN if valid_until_micros is None else UNTIL
+        head = b"%020d" % micros + bar + nulls.to_bytes(self._null_bytes, "little")
         body = self._struct.pack(*numbers)
-        if not self.other:
-            return head + body
-        rest = [_jsonable(record.get(f.name)) for f in self.other]
-        return head + body + json.dumps(rest, separators=(",", ":")).encode()
+        if self.other:
+            body += json.dumps([_jsonable(record.get(f.name)) for f in self.other], separators=(",", ":")).encode()
+        return head + body if valid_until_micros is None else head + body + b"%020d" % valid_until_micros
 
-    def _split(self, values: Sequence[bytes]) -> tuple[bytes, list]:
-        """The fixed-width heads of `values` joined, and their JSON tails parsed (one document)."""
+    def _split(self, values: Sequence[bytes]) -> tuple[bytes, list, np.ndarray | None]:
+        """The fixed-width heads of `values` joined, their JSON tails parsed (one document), and
+        their valid_until (-1 where none; None when no value has one, the usual case)."""
         width = self._head.itemsize
         if not self.other:
-            return b"".join(values), []
+            joined = b"".join(values)
+            if len(joined) == width * len(values):
+                return joined, [], None
+            if len(joined) == (width + TS_WIDTH) * len(values):  # streamed rows only
+                rows = np.frombuffer(joined, dtype=[("head", f"V{width}"), ("until", f"S{TS_WIDTH}")])
+                return rows["head"].tobytes(), [], rows["until"].astype(np.int64)
+            return b"".join([v[:width] for v in values]), [], np.array([self._until(v) for v in values], dtype=np.int64)
         heads = b"".join([v[:width] for v in values])
-        return heads, json.loads(b"[" + b",".join([v[width:] for v in values]) + b"]") if values else []
+        if UNTIL not in heads[TS_WIDTH::width]:
+            return heads, json.loads(b"[" + b",".join([v[width:] for v in values]) + b"]") if values else [], None
+        streamed = [v[TS_WIDTH:TS_WIDTH + 1] == UNTIL for v in values]
+        tails = [v[width:-TS_WIDTH] if s else v[width:] for v, s in zip(values, streamed)]
+        untils = np.array([int(v[-TS_WIDTH:]) if s else -1 for v, s in zip(values, streamed)], dtype=np.int64)
+        return heads, json.loads(b"[" + b",".join(tails) + b"]"), untils
+
+    def _until(self, value: bytes) -> int:
+        """The valid_until of one value of a set without JSON tails (-1: none)."""
+        width = self._head.itemsize
+        if len(value) == width:
+            return -1
+        if len(value) == width + TS_WIDTH and value[TS_WIDTH:TS_WIDTH + 1] == UNTIL:
+            return int(value[width:])
+        raise OnlineStoreError(f"an online value does not have the layout of its feature set ({width}-byte head); "
+                               "re-publish the feature set version.")
 
     def decode_many(self, raw: Sequence[bytes | None]) -> DecodedValues:
         """The values of an MGET reply (None where nothing is stored), column by column: the
@@ -220,12 +265,12 @@ class RowCodec:
         count = len(raw)
         width = self._head.itemsize
         try:  # every entity has a value: the common case, where a None would raise TypeError
-            heads, tails = self._split(raw)
+            heads, tails, untils = self._split(raw)
             found, present = True, range(count)
         except TypeError:
             found = False
             present = [i for i, value in enumerate(raw) if value is not None]
-            heads, tails = self._split([raw[i] for i in present])
+            heads, tails, untils = self._split([raw[i] for i in present])
         if len(heads) != width * len(present):
             raise OnlineStoreError(f"an online value does not have the layout of its feature set ({width}-byte head); "
                                    "re-publish the feature set version.")
@@ -241,11 +286,16 @@ class RowCodec:
         numbers = head["numbers"].T
         floats = numbers[self._float_rows].view(np.float64)
         integers = numbers[self._integer_rows].view(np.int64)
+        valid_until = np.full(count, -1, dtype=np.int64)
         if found:
             ts, nulls = stored_ts, stored_nulls
+            if untils is not None:
+                valid_until = untils
         else:
             ts = np.full(count, -1, dtype=np.int64)
             ts[present] = stored_ts
+            if untils is not None:
+                valid_until[present] = untils
             nulls = np.ones((len(self.numeric), count), dtype=bool)
             nulls[:, present] = stored_nulls
             floats, stored_floats = np.zeros((len(self._float_rows), count)), floats
@@ -265,7 +315,7 @@ class RowCodec:
                     for i, value in zip(present, column):
                         full[i] = value
                     other.append(full)
-        return DecodedValues(self, ts, floats, integers, nulls, other)
+        return DecodedValues(self, ts, floats, integers, nulls, other, valid_until)
 
 
 def micros_to_datetime(micros: int) -> datetime:

@@ -4,6 +4,12 @@ This is the one implementation of reading online values and of their expiry (SEM
 "Online store"): a value whose age at the instant exceeds its set's `temporal_join_lookback` is
 missing. `FeatureStore.get_online_features` and the feature server both call `lookup`, so what
 a model reads in process and over HTTP cannot differ.
+
+A streamed row holds until its `valid_until` (the next instant an aggregate changes); a row
+read at or after it is evaluated again from the entity's rolling state at the lookup's instant
+(one more MGET, of those entities' states only), so streamed values are exact at any instant
+without a timer rewriting them. Rows still valid, and rows published from the offline store,
+cost nothing more.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from feature_pipelines.errors import RetrievalError
 from feature_pipelines.spec.durations import epoch_micros, micros
 from feature_pipelines.spec.retrieval_spec import FeatureSelection
 from feature_pipelines.stores.online.codec import DecodedValues
+from feature_pipelines.spec.feature_set import FeatureSet
 from feature_pipelines.stores.online.redis_store import RedisOnlineStore
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
@@ -74,10 +81,33 @@ def lookup(online: RedisOnlineStore, selections: Sequence[FeatureSelection], ent
     requests = [(s.feature_set, list(zip(*(entities[k] for k in s.feature_set.entity_names)))) for s in selections]
     moment_us = epoch_micros(now)
     found = []
-    for selection, decoded in zip(selections, online.read_many(requests)):
+    for (feature_set, keys), selection, decoded in zip(requests, selections, online.read_many(requests)):
+        until = decoded.valid_until_micros
+        if len(until) and until.max() >= 0:  # streamed rows: those no longer valid are evaluated again
+            outdated = np.flatnonzero((until >= 0) & (until <= moment_us))
+            if len(outdated):
+                _evaluate_states(online, feature_set, keys, outdated, decoded, moment_us)
         ttl = selection.feature_set.ttl
         stored = decoded.ts_micros >= 0
         expired = stored & (moment_us - decoded.ts_micros > micros(ttl)) if ttl is not None else np.zeros_like(stored)
         decoded.hide(expired)  # values not stored are null already
         found.append(SetValues(selection, decoded.ts_micros, expired, ValueColumns(selection, decoded)))
     return found
+
+
+def _evaluate_states(online: RedisOnlineStore, feature_set: FeatureSet, entities: Sequence[tuple],
+                     rows: np.ndarray, decoded: DecodedValues, at_us: int) -> None:
+    """Replace the values of `rows` (streamed rows no longer valid at `at_us`) by their rolling
+    state's at `at_us`. A row whose state is gone keeps its stored values."""
+    states = online.read_states(feature_set, [entities[i] for i in rows.tolist()])
+    kernel, codec = online.rolling_state(feature_set), online.codec(feature_set)
+    kept, raw = [], []
+    for row, state in zip(rows.tolist(), states):
+        if state is None:
+            continue
+        values, change_us, until_us = kernel.evaluate(state, at_us)
+        kept.append(row)
+        raw.append(None if change_us is None else
+                   codec.encode_micros(change_us, dict(zip(kernel.feature_names, values)), until_us))
+    if kept:
+        decoded.put(np.array(kept, dtype=np.intp), codec.decode_many(raw))

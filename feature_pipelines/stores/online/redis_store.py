@@ -8,6 +8,10 @@ or equal, so "newer wins" holds atomically inside Redis however publishes interl
 The entity part is a Redis Cluster hash tag: every feature set's value of one entity lives in
 the same slot, so a lookup of one entity across feature sets touches one node. On a cluster,
 writes run the script once per slot (pipelined per node) and reads use slot-split MGETs.
+
+A streamed set also keeps each entity's rolling state (`stream_state.py`) at
+`fsstate:<name>:v<version>:{<keys>}`, in the slot of its value; `write_stream` writes both in one
+script call, the state only if its generation follows the stored one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from feature_pipelines.errors import OnlineStoreError, inline
 from feature_pipelines.stores.online.connection import connect, is_cluster, redacted
 from feature_pipelines.faults import ONLINE_MID_PUBLISH, fault_point
 from feature_pipelines.stores.online.codec import TS_WIDTH, DecodedValues, RowCodec, micros_to_datetime
+from feature_pipelines.stores.online.stream_state import GENERATION_WIDTH, RollingState
 from feature_pipelines.spec.feature_set import FeatureSet, Versioned
 
 if TYPE_CHECKING:
@@ -32,18 +37,60 @@ if TYPE_CHECKING:
 _KEY_SEPARATOR = "\x1f"
 _CHUNK = 500
 
-_NEWER_WINS = """
+# The newer-wins rule, shared by both scripts: a value replaces the stored one if its ts is
+# greater or equal. A value without valid_until (published from the offline store) that meets one
+# with it (streamed) keeps a valid_until of max(that valid_until, its own ts): lookups after
+# it evaluate the entity's rolling state again, so a publish never freezes streamed values.
+_PUT = """
+local W = %d
+local function put(key, new)
+  local current = redis.call('GET', key)
+  local kept = current and string.sub(current, 1, W) > string.sub(new, 1, W)
+  local winner, loser = new, current
+  if kept then winner, loser = current, new end
+  if loser and string.sub(winner, W + 1, W + 1) == '|' and string.sub(loser, W + 1, W + 1) == '+' then
+    local ts, valid_until = string.sub(winner, 1, W), string.sub(loser, -W)
+    if ts > valid_until then valid_until = ts end
+    winner = ts .. '+' .. string.sub(winner, W + 2) .. valid_until
+  end
+  if winner ~= current then redis.call('SET', key, winner) end
+  if kept then return 0 end
+  return 1
+end
+""" % TS_WIDTH
+
+# KEYS: values; ARGV: the new values. Returns how many were written.
+_NEWER_WINS = _PUT + """
 local written = 0
 for i, key in ipairs(KEYS) do
-  local new = ARGV[i]
-  local current = redis.call('GET', key)
-  if (not current) or string.sub(current, 1, %d) <= string.sub(new, 1, %d) then
-    redis.call('SET', key, new)
-    written = written + 1
-  end
+  written = written + put(key, ARGV[i])
 end
 return written
-""" % (TS_WIDTH, TS_WIDTH)
+"""
+
+# KEYS: value, state, value, state, ...; ARGV: state, value, ... per entity ('' for none).
+# Per entity: -1 when the state's generation does not follow the stored one (nothing written),
+# else 1 or 0 as the value was written or not (a newer one kept, or none given); the state is
+# written either way.
+_WRITE_STREAM = _PUT + """
+local results = {}
+for i = 1, #KEYS, 2 do
+  local state = ARGV[i]
+  local result = 0
+  if state ~= '' then
+    local stored = redis.call('GET', KEYS[i + 1])
+    local generation = 0
+    if stored then generation = tonumber(string.sub(stored, 1, %d)) end
+    if tonumber(string.sub(state, 1, %d)) ~= generation + 1 then result = -1 end
+  end
+  if result == 0 then
+    if state ~= '' then redis.call('SET', KEYS[i + 1], state) end
+    if ARGV[i + 1] ~= '' then result = put(KEYS[i], ARGV[i + 1]) end
+  end
+  results[#results + 1] = result
+end
+return results
+""" % (GENERATION_WIDTH, GENERATION_WIDTH)
 
 
 @dataclass(frozen=True)
@@ -59,6 +106,15 @@ class PublishResult:
 
 
 @dataclass(frozen=True)
+class StreamWrite:
+    """What `write_stream` did, per entity."""
+
+    written: int  # values written (newer or equal ts)
+    kept_newer: int  # states written, values not: Redis held a newer value, or none was given
+    refused: tuple[int, ...]  # positions of entities whose state had moved on: read it again, merge, retry
+
+
+@dataclass(frozen=True)
 class OnlineValue:
     ts: datetime
     features: dict[str, Any]
@@ -67,6 +123,11 @@ class OnlineValue:
 def namespace(ref: Versioned) -> str:
     """The key prefix of a feature set version: its own online namespace."""
     return f"fs:{ref.name}:v{ref.version}:"
+
+
+def state_namespace(ref: Versioned) -> str:
+    """The key prefix of a version's rolling states (outside `namespace`: not values)."""
+    return f"fsstate:{ref.name}:v{ref.version}:"
 
 
 def published_key(ref: Versioned) -> str:
@@ -81,8 +142,9 @@ class RedisOnlineStore:
         self._client = client
         self._url = url
         self._cluster = is_cluster(client)
-        self._script = None if self._cluster else client.register_script(_NEWER_WINS)
+        self._scripts = {} if self._cluster else {s: client.register_script(s) for s in (_NEWER_WINS, _WRITE_STREAM)}
         self._codecs: dict[str, RowCodec] = {}
+        self._states: dict[str, RollingState] = {}
 
     @classmethod
     def from_url(cls, url: str, socket_timeout: float | None = None, retries: int | None = None) -> "RedisOnlineStore":
@@ -111,6 +173,44 @@ class RedisOnlineStore:
         if len(feature_set.entity_names) == 1:
             return [f"{prefix}{{{entity[0]}}}" for entity in entities]
         return [f"{prefix}{{{_KEY_SEPARATOR.join(map(str, entity))}}}" for entity in entities]
+
+    def state_key(self, feature_set: FeatureSet, entity: Sequence[Any]) -> str:
+        """The key of an entity's rolling state: the value's key in the state namespace (same slot)."""
+        return self.state_keys(feature_set, [entity])[0]
+
+    def state_keys(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[str]:
+        cut, prefix = len(namespace(feature_set)), state_namespace(feature_set)
+        return [prefix + key[cut:] for key in self.keys(feature_set, entities)]
+
+    def rolling_state(self, feature_set: FeatureSet) -> RollingState:
+        """The rolling-state kernel of a feature set with aggregates (built once per set)."""
+        kernel = self._states.get(feature_set.key)
+        if kernel is None:
+            kernel = self._states[feature_set.key] = RollingState(feature_set)
+        return kernel
+
+    def read_states(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]]) -> list[bytes | None]:
+        """The rolling state of each entity (None where none is stored), in one MGET."""
+        if not entities:
+            return []
+        keys = self.state_keys(feature_set, entities)
+        try:
+            return list(self._client.mget_nonatomic(keys) if self._cluster else self._client.mget(keys))
+        except redis.RedisError as exc:
+            raise self._read_error(exc) from exc
+
+    def write_stream(self, feature_set: FeatureSet, entities: Sequence[Sequence[Any]],
+                     states: Sequence[bytes | None], values: Sequence[bytes | None]) -> StreamWrite:
+        """Per entity, atomically: its state (None: none, a passthrough set), only if the state's
+        generation is the stored one's plus one (`RollingState.merge` counts them), and then its
+        value (None: none yet, all events are later) by the newer-wins rule. An entity whose state
+        moved on meanwhile gets nothing written and is reported as refused."""
+        keys = self.keys(feature_set, entities)
+        items = [([key, state_key], [state or b"", value or b""])
+                 for key, state_key, state, value in zip(keys, self.state_keys(feature_set, entities), states, values)]
+        results = self._run(feature_set, _WRITE_STREAM, items)
+        return StreamWrite(written=results.count(1), kept_newer=results.count(0),
+                           refused=tuple(i for i, r in enumerate(results) if r < 0))
 
     def publish(self, feature_set: FeatureSet, batches: Iterable[pa.RecordBatch]) -> PublishResult:
         """Write each row (keys, ts, features) unless Redis holds a newer value for its entity."""
@@ -166,19 +266,33 @@ class RedisOnlineStore:
 
     def _write(self, feature_set: FeatureSet, keys: list[str], values: list[bytes]) -> int:
         fault_point(ONLINE_MID_PUBLISH)
+        return sum(self._run(feature_set, _NEWER_WINS, [([k], [v]) for k, v in zip(keys, values)]))
+
+    def _run(self, feature_set: FeatureSet, script: str, items: list[tuple[list[str], list[bytes]]]) -> list[int]:
+        """Run `script` over items (each: keys of one slot and their arguments) in one call on a
+        server; on a cluster, where a script may only touch keys of one slot, one call per slot,
+        pipelined per node. Gives the results per item of a script returning one per item, else
+        its counts (one per call)."""
         try:
             if not self._cluster:
-                return int(self._script(keys=keys, args=values))
-            # A script may only touch keys of one slot: one call per slot, pipelined per node.
-            by_slot: dict[int, tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
-            for key, value in zip(keys, values):
-                slot_keys, slot_values = by_slot[self._client.keyslot(key)]
-                slot_keys.append(key)
-                slot_values.append(value)
+                reply = self._scripts[script](keys=[k for keys, _ in items for k in keys],
+                                              args=[a for _, args in items for a in args])
+                return [int(r) for r in reply] if isinstance(reply, list) else [int(reply)]
+            by_slot: dict[int, list[int]] = defaultdict(list)
+            for i, (keys, _) in enumerate(items):
+                by_slot[self._client.keyslot(keys[0])].append(i)
             pipeline = self._client.pipeline()
-            for slot_keys, slot_values in by_slot.values():
-                pipeline.execute_command("EVAL", _NEWER_WINS, len(slot_keys), *slot_keys, *slot_values)
-            return sum(int(n) for n in pipeline.execute())
+            for members in by_slot.values():
+                keys = [k for i in members for k in items[i][0]]
+                pipeline.execute_command("EVAL", script, len(keys), *keys, *(a for i in members for a in items[i][1]))
+            replies = pipeline.execute()
+            if not all(isinstance(reply, list) for reply in replies):
+                return [int(reply) for reply in replies]
+            results = [0] * len(items)
+            for members, reply in zip(by_slot.values(), replies):
+                for i, result in zip(members, reply):
+                    results[i] = int(result)
+            return results
         except redis.RedisError as exc:
             raise self._error(feature_set, exc) from exc
 
@@ -226,15 +340,16 @@ class RedisOnlineStore:
         return sum(1 for _ in self._client.scan_iter(match=namespace(ref) + "*", count=1000))
 
     def delete_version(self, ref: Versioned) -> int:
-        """Delete every value of a feature set version; return how many keys were deleted."""
+        """Delete every value and rolling state of a feature set version; return how many keys were deleted."""
         deleted = 0
         batch: list[bytes] = []
         try:
-            for key in self._client.scan_iter(match=namespace(ref) + "*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    deleted += int(self._client.unlink(*batch))
-                    batch = []
+            for prefix in (namespace(ref), state_namespace(ref)):
+                for key in self._client.scan_iter(match=prefix + "*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        deleted += int(self._client.unlink(*batch))
+                        batch = []
             if batch:
                 deleted += int(self._client.unlink(*batch))
             self._client.unlink(published_key(ref))

@@ -44,3 +44,21 @@ def test_quarantined_windows_are_behind_not_materialized() -> None:
         "1 window(s) behind: newest materialized 2024-01-02, the source has data up to 2024-01-03"
     assert freshness_lag(statuses(("2024-01-01", "missing"), ("2024-01-02", "no source data")) + held) == \
         "every materialized window is quarantined; the source has data up to window 2024-01-03"
+
+
+def test_describe_and_the_asset_metadata_say_which_sets_stream() -> None:
+    """The example transactions set streams; accounts does not."""
+    from dagster import AssetKey
+
+    from feature_pipelines.cli.catalog_view import describe, render
+    from feature_pipelines.orchestration.metadata import definition_metadata
+    from feature_pipelines.spec.catalog import load_catalog
+    from tests.helpers import PROJECT_DIR
+
+    catalog = load_catalog(PROJECT_DIR / "feature_defs")
+    streamed, batch = catalog.get("transactions"), catalog.get("accounts")
+    assert "  stores:          offline on, online on, streamed (events of source transactions, id transaction_id); " \
+           "schedule off" in render(describe(streamed, catalog, [], None, []))
+    assert "  stores:          offline on, online on; schedule" in render(describe(batch, catalog, [], None, []))
+    assert definition_metadata(streamed, None, "/t", AssetKey("src"))["stores"] == "offline, online, streamed"
+    assert definition_metadata(batch, None, "/t", AssetKey("src"))["stores"] == "offline, online"

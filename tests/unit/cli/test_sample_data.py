@@ -44,6 +44,9 @@ def test_the_sample_covers_its_days_up_to_its_end(tmp_path: Path) -> None:
     assert datetime(2026, 12, 2, tzinfo=UTC) <= last < datetime(2026, 12, 3, tzinfo=UTC)
     first, last = event_times(tmp_path, "accounts", "updated_at")
     assert first >= datetime(2026, 11, 3, tzinfo=UTC) and last < datetime(2026, 12, 3, tzinfo=UTC)
+    # The transactions source's event_id: pushed and streamed events are applied once per id.
+    ids = read_delta(open_table(str(tmp_path / "transactions"))).column("transaction_id")
+    assert len(ids) == 2_000 and ids.null_count == 0 and len(ids.unique()) == 2_000
 
 
 def test_the_same_seed_and_end_give_the_same_data_and_another_end_shifts_it(tmp_path: Path) -> None:

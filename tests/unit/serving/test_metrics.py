@@ -13,6 +13,8 @@ def test_rendered_counts_and_cumulative_buckets() -> None:
     metrics.statuses[("merchants_v1", "expired")] += 3
     metrics.redis_errors += 1
     metrics.request_feature_errors += 2
+    metrics.events_pushed["transactions"] += 40
+    metrics.pushes_refused[("transactions", "invalid")] += 1
     lines = metrics.render().splitlines()
     assert 'featurestore_serve_requests_total{endpoint="/features/{retrieval_spec}",status="200"} 4' in lines
     assert 'featurestore_serve_requests_total{endpoint="/ready",status="503"} 1' in lines
@@ -24,4 +26,6 @@ def test_rendered_counts_and_cumulative_buckets() -> None:
     assert "featurestore_serve_request_feature_errors_total 2" in lines
     assert "featurestore_serve_redis_errors_total 1" in lines and "featurestore_serve_requests_in_flight 0" in lines
     types = [line.split()[2] for line in lines if line.startswith("# TYPE")]
-    assert len(types) == len(set(types)) == 7  # one TYPE line per metric family
+    assert 'featurestore_serve_events_pushed_total{source="transactions"} 40' in lines
+    assert 'featurestore_serve_pushes_refused_total{source="transactions",reason="invalid"} 1' in lines
+    assert len(types) == len(set(types)) == 9  # one TYPE line per metric family

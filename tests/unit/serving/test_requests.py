@@ -103,6 +103,7 @@ def test_long_values_are_cut_short_in_messages() -> None:
     (b"\xff\xfe", "the body is not valid JSON"),
     (b"[1, 2]", "the body is a JSON array, not an object"),
     (b"null", "the body is a JSON null, not an object"),
+    (b"[" * 100_000 + b"]" * 100_000, "the body nests JSON too deeply"),
 ])
 def test_a_body_must_be_a_json_object(body: bytes, message: str) -> None:
     with pytest.raises(RequestError, match=message) as caught:

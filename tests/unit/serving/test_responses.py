@@ -46,11 +46,18 @@ def test_request_fields_and_request_features_come_after_the_keys_and_the_fetched
 
 
 def test_ts_text_is_what_datetime_isoformat_writes() -> None:
-    """Formatted by NumPy for the whole column, equal to a datetime's isoformat per value: with
-    and without a fraction of a second, from the epoch to year 9999."""
+    """Formatted by NumPy for the whole column (or kept from an earlier call), equal to a
+    datetime's isoformat per value: with and without a fraction of a second, from the epoch to
+    year 9999."""
     rng = np.random.default_rng(15)
     micros = rng.integers(0, 253_402_300_799_999_999, 20_000)
     micros[::2] -= micros[::2] % 1_000_000  # whole seconds: no fraction written
     micros[:4] = [0, 1, 999_999, 253_402_300_799_999_999]
-    assert iso_times(micros) == [micros_to_datetime(m).isoformat() for m in micros.tolist()]
+    expected = [micros_to_datetime(m).isoformat() for m in micros.tolist()]
+    assert iso_times(micros) == expected
+    # Again, some texts now kept from the first call and some new: the same texts, in order.
+    again = np.concatenate([micros[:50], micros[4:54] - 1_000_000, micros[:3]])
+    assert iso_times(again) == expected[:50] + [micros_to_datetime(m - 1_000_000).isoformat()
+                                                for m in micros[4:54].tolist()] + expected[:3]
+    assert iso_times(micros[7:8]) == expected[7:8] and iso_times(micros[:0]) == []
 

@@ -36,6 +36,21 @@ def test_tokens_authenticate_by_their_hash_and_are_scoped() -> None:
     assert not bob.allows("other") and not bob.allows(None)  # scoped tokens cannot send ad-hoc feature lists
 
 
+@pytest.mark.parametrize(("limits", "specs", "pushes"), [
+    ("", {"fraud_model": True, None: True}, {"transactions": True, "clicks": True}),  # no limits: everything
+    ("*", {"fraud_model": True, None: True}, {"transactions": True, "clicks": True}),
+    ("fraud_model", {"fraud_model": True, "churn": False, None: False}, {"transactions": False}),
+    ("push:transactions", {"fraud_model": False, None: False}, {"transactions": True, "clicks": False}),
+    ("fraud_model,push:transactions", {"fraud_model": True, "churn": False}, {"transactions": True, "clicks": False}),
+    ("*,push:clicks", {"fraud_model": True, None: True}, {"transactions": False, "clicks": True}),
+    ("push:*", {"fraud_model": False, None: False}, {"transactions": True, "clicks": True}),
+])
+def test_tokens_may_be_limited_to_push_sources(limits: str, specs: dict, pushes: dict) -> None:
+    token = parse_tokens(f"feed {hash_token(ALICE)} {limits}", "test")[0]
+    assert {spec: token.allows(spec) for spec in specs} == specs
+    assert {source: token.may_push(source) for source in pushes} == pushes
+
+
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", f"Basic {ALICE}", ALICE, "Bearer nope",
                                     f"Bearer {hash_token(ALICE)}"])  # the stored hash is not the token
 def test_anything_but_a_configured_bearer_token_is_refused(header: str | None) -> None:
@@ -61,7 +76,7 @@ def test_every_stored_digest_is_compared_whichever_matches(monkeypatch: pytest.M
 
 @pytest.mark.parametrize("text, message", [
     (f"alice {ALICE}", r"line 1: token 'alice' has no SHA-256 .*never the token itself"),
-    ("alice", r"line 1: expected `NAME SHA256 \[SPEC,...\]`, got 1 field"),
+    ("alice", r"line 1: expected `NAME SHA256 \[SPEC,push:SOURCE,...\]`, got 1 field"),
     (f"a {hash_token(ALICE)} x y", r"got 4 field"),
     (f"a {hash_token(ALICE)}\n\na {hash_token(BOB)}", r"line 3: token name 'a' is used twice"),
 ])

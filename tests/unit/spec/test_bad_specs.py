@@ -44,7 +44,13 @@ def test_bad_specs(change, error: type, message: str) -> None:
     ("from feature_pipelines import FeatureSet\n\nspend = FeatureSet(nme='spend')\n",
      "bad.py:3: TypeError: FeatureSet.__init__() got an unexpected keyword argument 'nme'; fix the definition file."),
     ("def transform(events:\n", "bad.py:1: SyntaxError: "),
-], ids=["bad argument", "syntax error"])
+    ("from feature_pipelines import Entity, Feature, FeatureSet, Materialization, Source\n"
+     "s = FeatureSet(name='spend', version=1, entities=[Entity('u')], features=[Feature('x', 'float64')],\n"
+     "               source=Source(name='e', path='e', timestamp='t', columns={'u': 'string', 'x': 'float64'}),\n"
+     "               materialization=Materialization(stream=True))\n",
+     "bad.py: feature set 'spend': materialization.stream=True needs the source 'e' to name its event id column "
+     "(Source(event_id=...)), so a redelivered event is applied once."),
+], ids=["bad argument", "syntax error", "stream without an event id"])
 def test_a_broken_definition_file_names_its_line(tmp_path: Path, body: str, message: str) -> None:
     defs = tmp_path / "broken_defs"
     defs.mkdir()

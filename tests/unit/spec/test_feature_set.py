@@ -13,6 +13,8 @@ from feature_pipelines.errors import SpecError
 from tests.factories import feature_set, source
 
 SOURCE = source(columns={"user_id": "string", "amount": "float64", "kind": "string"})
+STREAMED = source(columns={"user_id": "string", "amount": "float64", "kind": "string", "event": "string"})
+STREAMED = Source(**{**vars(STREAMED), "event_id": "event"})
 SPEND = feature_set("spend", features={}, source_=SOURCE, aggregates=[Aggregate("sum", "amount", windows=["1d", "7d"])],
                     source_lookback="7d")
 
@@ -55,6 +57,19 @@ def test_aggregates_derive_typed_features() -> None:
         ({"quality": Quality(freshness="90s")}, "quality.freshness 90s must be whole minutes"),
         ({"aggregates": (), "transform": lambda df, w: df, "features": [Feature("n", "int64", derived_from=["amout"])]},
          "feature 'n' is derived_from unknown column(s) ['amout']"),
+        ({"materialization": Materialization(stream=True)},
+         "feature set 'spend': materialization.stream=True needs the source 'events' to name its event id column "
+         "(Source(event_id=...)), so a redelivered event is applied once."),
+        ({"materialization": Materialization(stream=True, online=False), "source": STREAMED},
+         "feature set 'spend': materialization.stream=True needs online=True: streamed values are written to the "
+         "online store; set online=True, or drop stream=True."),
+        ({"materialization": Materialization(stream=True), "source": STREAMED, "aggregates": (),
+          "transform": lambda df, w: df, "features": [Feature("n", "int64")]},
+         "feature set 'spend': a custom Spark transform cannot stream (it runs on whole windows in Spark); stream "
+         "declarative aggregates or copied columns instead, or drop stream=True."),
+        ({"materialization": Materialization(stream=True), "source": STREAMED, "source_delay": "90m"},
+         "feature set 'spend': materialization.stream=True needs source_delay 0, not 90m: a streamed value is "
+         "available as soon as it is applied; drop the delay, or drop stream=True."),
     ],
 )
 def test_invalid_specs_are_rejected_with_a_clear_message(overrides: dict, message: str) -> None:
@@ -122,3 +137,22 @@ def test_passthrough_feature_must_be_a_source_column() -> None:
 def test_naive_timestamp_declared_with_other_type_is_rejected() -> None:
     with pytest.raises(SpecError, match="declare it as 'timestamp'"):
         Source(name="s", path="s", timestamp="t", columns={"t": "string"})
+
+
+def test_aggregates_and_copied_columns_may_stream() -> None:
+    """Both kinds the stream processor computes event by event are accepted (with an event id and no delay)."""
+    assert make(source=STREAMED, materialization=Materialization(stream=True)).materialization.stream
+    copied = feature_set("raw", features={"amount": "float64"}, source_=STREAMED, materialization=Materialization(stream=True))
+    assert copied.describe()["stream"] and not make().describe()["stream"]
+
+
+@pytest.mark.parametrize(("event_id", "message"), [
+    ("txn_id", "source 'events': event_id 'txn_id' is not one of its columns ['amount', 'event', 'event_time', 'kind', "
+               "'user_id']; declare it in columns= or name another column."),
+    ("amount", "source 'events': event_id 'amount' is 'float64'; an event id must be a string, int64 or int32 column."),
+    ("event id", "source 'events' event_id column 'event id' is not a valid name"),
+])
+def test_bad_event_id_is_rejected(event_id: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)) as refused:
+        Source(**{**vars(STREAMED), "event_id": event_id})
+    assert str(refused.value).endswith(".") and not str(refused.value).endswith("..")

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import textwrap
 
-from feature_pipelines.spec.fingerprint import _code_of
+from dataclasses import replace
+
+from feature_pipelines import Materialization, Source
+from feature_pipelines.spec.catalog import load_catalog
+from feature_pipelines.spec.fingerprint import _code_of, fingerprint
+from tests.helpers import PROJECT_DIR
 
 
 def test_transform_fingerprint_ignores_layout_but_not_logic() -> None:
@@ -37,3 +42,16 @@ def _layout_b(df, window):  # same logic, other layout
 
 def _logic_changed(df, window):
     return df.where("amount > 1")
+
+
+def test_streaming_changes_no_fingerprint() -> None:
+    """`stream` and `event_id` change no stored value, so versions materialized before they were
+    declared keep loading: the example sets' fingerprints are the ones their tables were written with."""
+    catalog = load_catalog(PROJECT_DIR / "feature_defs")
+    assert {fs.key: fingerprint(fs) for fs in catalog} == {
+        "accounts_v1": "1100b3940742b6c6", "merchants_v1": "c025877dc398d3c3", "transactions_v1": "20136c21ecdefd5b"}
+    streamed = catalog.get("transactions")
+    assert streamed.materialization.stream and streamed.source.event_id == "transaction_id"
+    batch_only = replace(streamed, features=(), materialization=Materialization(delay="1h"),
+                         source=Source(**{**vars(streamed.source), "event_id": None}))
+    assert fingerprint(batch_only) == fingerprint(streamed)

@@ -74,8 +74,14 @@ def test_decoded_values_are_the_encoded_ones(data: st.DataObject, name: str) -> 
     fs = SETS[name]
     codec = RowCodec(fs)
     stored = data.draw(replies(fs))
-    decoded = codec.decode_many([None if s is None else codec.encode(*s) for s in stored])
+    # Streamed rows carry a valid_until: none of them, all, or some (each decoded its own way).
+    mode = data.draw(st.sampled_from(["batch", "streamed", "mixed"]))
+    untils = [None if s is None or mode == "batch" or (mode == "mixed" and data.draw(st.booleans()))
+              else data.draw(st.integers(0, 2**62)) for s in stored]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    decoded = codec.decode_many([None if s is None else codec.encode_micros((s[0] - epoch) // timedelta(microseconds=1), s[1], u)
+                                 for s, u in zip(stored, untils)])
+    assert decoded.valid_until_micros.tolist() == [-1 if u is None else u for u in untils]
     assert decoded.ts_micros.tolist() == [-1 if s is None else (s[0] - epoch) // timedelta(microseconds=1) for s in stored]
     # Any subset of the features, in any order (a retrieval spec's selection).
     order = data.draw(st.permutations(fs.feature_names))

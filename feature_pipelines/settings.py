@@ -15,6 +15,7 @@ from feature_pipelines.errors import FeatureStoreError, inline
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SERVE_URL = "http://127.0.0.1:6566"  # `featurestore serve` with its defaults
+DEFAULT_PUBLISH_RETRY_DELAY = 2.0  # seconds; Redis fail-overs usually finish within the 14 s of three retries
 
 
 def project_dir() -> Path:
@@ -40,6 +41,8 @@ class Settings:
     source_storage_options: dict[str, str] = field(default_factory=dict)
     # Where the feature server answers, as clients reach it: the dataset assets link there.
     serve_url: str = DEFAULT_SERVE_URL
+    # Seconds before the first retry of a failed Redis publish (then doubling, three retries).
+    publish_retry_delay: float = DEFAULT_PUBLISH_RETRY_DELAY
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -55,6 +58,7 @@ class Settings:
             offline_storage_options=_json_env("FEATURESTORE_OFFLINE_STORAGE_OPTIONS"),
             source_storage_options=_json_env("FEATURESTORE_SOURCE_STORAGE_OPTIONS"),
             serve_url=_url_env("FEATURESTORE_SERVE_URL", DEFAULT_SERVE_URL),
+            publish_retry_delay=_seconds_env("FEATURESTORE_PUBLISH_RETRY_DELAY", DEFAULT_PUBLISH_RETRY_DELAY),
         )
 
 
@@ -79,6 +83,20 @@ def _url_env(name: str, default: str) -> str:
         raise FeatureStoreError(f"{name} is not an http(s) URL ({raw!r}); set it to where clients reach the feature "
                                 f"server, like {default}.")
     return raw.rstrip("/")
+
+
+def _seconds_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment; `default` when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise FeatureStoreError(f"{name} is {raw!r}; set it to a positive number of seconds, like {default:g}.")
+    return value
 
 
 def resolve_path(root: str, path: str) -> str:

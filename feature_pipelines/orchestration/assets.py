@@ -34,7 +34,7 @@ from feature_pipelines.stores.publish import publish_windows
 from feature_pipelines.orchestration.partitions import partitions_def
 from feature_pipelines.orchestration.metadata import column_lineage, definition_metadata, materialization_metadata, publish_metadata
 from feature_pipelines.orchestration.resources import OfflineStoreResource, OnlineStoreResource, SourcesResource
-from feature_pipelines.settings import resolve_path
+from feature_pipelines.settings import DEFAULT_PUBLISH_RETRY_DELAY, resolve_path
 from feature_pipelines.spec.feature_set import FeatureSet, Source, Versioned
 from feature_pipelines.planning.window_status import (
     describe_quarantined, staleness_files, status_summary, status_windows, window_statuses,
@@ -76,7 +76,8 @@ def online_key(feature_set: Versioned) -> AssetKey:
     return AssetKey([f"{feature_set.key}_online"])
 
 
-def feature_set_assets(feature_set: FeatureSet, file: Path | None, offline_uri: str) -> list[AssetsDefinition]:
+def feature_set_assets(feature_set: FeatureSet, file: Path | None, offline_uri: str,
+                       publish_retry_delay: float = DEFAULT_PUBLISH_RETRY_DELAY) -> list[AssetsDefinition]:
     """The offline asset (with its quality checks) and, when the set is served online, the
     downstream asset that publishes its windows to Redis."""
     with warnings.catch_warnings():
@@ -84,7 +85,7 @@ def feature_set_assets(feature_set: FeatureSet, file: Path | None, offline_uri: 
         warnings.simplefilter("ignore", BetaWarning)
         assets = [_offline_asset(feature_set, file, offline_uri)]
         if feature_set.materialization.online:
-            assets.append(_online_asset(feature_set))
+            assets.append(_online_asset(feature_set, publish_retry_delay))
         return assets
 
 
@@ -159,7 +160,7 @@ def _offline_asset(feature_set: FeatureSet, file: Path | None, offline_uri: str)
     return _materialize
 
 
-def _online_asset(feature_set: FeatureSet) -> AssetsDefinition:
+def _online_asset(feature_set: FeatureSet, retry_delay: float) -> AssetsDefinition:
     @asset(
         key=online_key(feature_set),
         deps=[AssetKey([feature_set.key])],
@@ -167,7 +168,7 @@ def _online_asset(feature_set: FeatureSet) -> AssetsDefinition:
         description=f"Latest values of {feature_set.key} per entity in Redis, published from the offline table "
                     "once its blocking quality checks pass.",
         # Redis hiccups are transient; publishing is idempotent (newer wins), so retrying is safe.
-        retry_policy=RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL),
+        retry_policy=RetryPolicy(max_retries=3, delay=retry_delay, backoff=Backoff.EXPONENTIAL),
         **_common(feature_set),
     )
     def _publish(

@@ -35,7 +35,8 @@ def build_definitions(settings: Settings | None = None, catalog: Catalog | None 
     sources = {fs.source.name: fs.source for fs in catalog}
     specs = load_retrieval_specs(settings.feature_defs_dir / "retrieval_specs")
     datasets = [a for spec in specs for a in dataset_assets(spec, catalog, settings.data_dir, settings.serve_url)]
-    assets = [a for fs in catalog for a in feature_set_assets(fs, catalog.file_of(fs), settings.offline_uri)]
+    assets = [a for fs in catalog for a in feature_set_assets(fs, catalog.file_of(fs), settings.offline_uri,
+                                                                   settings.publish_retry_delay)]
     materialize_jobs = {
         fs.key: define_asset_job(materialize_job_name(fs), selection=materialized_assets(fs), partitions_def=partitions_def(fs))
         for fs in catalog

@@ -303,7 +303,9 @@ def test_redis_stopping_mid_publish_is_retried_without_loss_or_duplication(
 
 def test_redis_down_for_a_whole_run_fails_clearly_keeps_offline_and_publishes_later(
         spark, settings: Settings, tmp_path: Path, own_redis: RedisProcess) -> None:
-    settings = replace(settings, redis_url=own_redis.url)
+    # Redis stays down through every retry: short retry delays (FEATURESTORE_PUBLISH_RETRY_DELAY)
+    # cut the 14 s of default back-off without changing what is checked.
+    settings = replace(settings, redis_url=own_redis.url, publish_retry_delay=0.1)
     catalog = load_catalog(settings.feature_defs_dir)
     transactions = catalog.get("transactions")
     defs = build_definitions(settings, catalog)

@@ -36,3 +36,24 @@ def test_a_serve_url_that_is_no_url_is_refused_in_one_line(monkeypatch: pytest.M
                                                 r"set it to where clients reach the feature server, like "
                                                 r"http://127\.0\.0\.1:6566\.$"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("configured, delay", [(None, 2.0), ("0.5", 0.5)])
+def test_the_publish_retry_delay_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, configured: str | None,
+                                                            delay: float) -> None:
+    monkeypatch.setenv("FEATURESTORE_PROJECT_DIR", str(PROJECT_DIR))
+    if configured is None:
+        monkeypatch.delenv("FEATURESTORE_PUBLISH_RETRY_DELAY", raising=False)
+    else:
+        monkeypatch.setenv("FEATURESTORE_PUBLISH_RETRY_DELAY", configured)
+    defs = build_definitions(Settings.from_env())
+    policy = defs.resolve_assets_def(AssetKey(["transactions_v1_online"])).op.retry_policy
+    assert (policy.max_retries, policy.delay) == (3, delay)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "soon", "inf"])
+def test_a_publish_retry_delay_that_is_no_positive_number_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("FEATURESTORE_PUBLISH_RETRY_DELAY", raw)
+    with pytest.raises(FeatureStoreError, match=rf"^FEATURESTORE_PUBLISH_RETRY_DELAY is '{raw}'; set it to a positive "
+                                                r"number of seconds, like 2\.$"):
+        Settings.from_env()
